@@ -1,0 +1,171 @@
+"""The ``sgc`` command line: one thin command per stage, every option backed by the config."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from sgc import __version__
+from sgc.config import RunConfig, load_config
+from sgc.errors import SgcError
+from sgc.sdss.names import FieldId
+
+app = typer.Typer(
+    name="sgc",
+    help="Find stars and galaxies in SDSS images, pixel by pixel. Stages: simulate, serve, download; "
+    "`sgc run CONFIG` runs them all in order.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = Annotated[
+    Path | None, typer.Argument(help="YAML config (configs/demo.yaml); omitted: the offline demo defaults")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override any config field: --set simulate.fields=8 (repeatable)"),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+def _config(
+    path: Path | None, overrides: list[str] | None, section: str | None = None, **options: object
+) -> RunConfig:
+    """Resolve the config: defaults, then the file, then ``--set``, then the command's own options."""
+    try:
+        cfg = load_config(path, overrides or [])
+        data = cfg.model_dump()
+        target = data[section] if section else data
+        target.update({k: v for k, v in options.items() if v is not None})
+        return RunConfig.model_validate(data)
+    except (SgcError, ValidationError) as exc:
+        raise _fail(exc) from exc
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sgc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log what each stage does")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
+) -> None:
+    """sgc: per-pixel sky / star / galaxy segmentation of SDSS imaging."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+def run(config: ConfigArg = None, overrides: SetOpt = None, quiet: QuietOpt = False) -> None:
+    """Run every stage of CONFIG in order, skipping what is already complete."""
+    from sgc.pipeline import run as run_pipeline
+
+    cfg = _config(config, overrides)
+    start = time.perf_counter()
+    try:
+        run_pipeline(cfg, progress=not quiet)
+    except SgcError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"done in {time.perf_counter() - start:.1f} s: outputs in {cfg.out_dir}")
+
+
+@app.command("config")
+def show_config(config: ConfigArg = None, overrides: SetOpt = None) -> None:
+    """Print the resolved config (defaults, file and overrides) as YAML."""
+    import yaml
+
+    cfg = _config(config, overrides)
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the SAS-layout files into")],
+    fields: Annotated[int | None, typer.Option(help="number of fields")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (same seed, same bytes)")] = None,
+    runs: Annotated[int | None, typer.Option(help="number of imaging runs")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write simulated SDSS frames and calibObj catalogues (the truth) in the SAS layout."""
+    from sgc.pipeline import simulate_stage
+
+    cfg = _config(config, overrides, "simulate", fields=fields, seed=seed, runs=runs)
+    try:
+        done = simulate_stage(cfg.simulate, out, progress=not quiet)
+    except SgcError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"{len(done)} field(s) in {out}: {', '.join(str(f) for f in done)}")
+
+
+@app.command()
+def serve(
+    root: Annotated[Path, typer.Argument(help="folder in the SAS layout to serve (a mirror)")],
+    port: Annotated[int, typer.Option(help="port; 0 picks a free one")] = 8000,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+) -> None:
+    """Serve a local SAS mirror over HTTP (with Range support) until interrupted."""
+    from sgc.sdss.mirror import serve_directory
+
+    if not root.is_dir():
+        raise _fail(SgcError(f"{root}: not a folder"))
+    with serve_directory(root, host=host, port=port) as url:
+        typer.echo(f"serving {root} at {url} (Ctrl-C to stop); use it with --base-url {url}")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            typer.echo("stopped")
+
+
+@app.command()
+def download(
+    fields: Annotated[list[str], typer.Argument(help="field ids: 8162-6-80 or 008162-6-0080")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="RAW_DIR: files land in the SAS layout below it")],
+    base_url: Annotated[str | None, typer.Option(help="SAS base URL (https://, http:// or file://)")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="parallel downloads")] = None,
+    retries: Annotated[int | None, typer.Option(help="retries per file")] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds without data before retrying")] = None,
+    catalogs: Annotated[bool, typer.Option(help="also fetch calibObj star/gal files")] = True,
+    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fetch the five frames of each FIELD and the calibObj files of its run+camcol; resumable."""
+    from sgc.pipeline import download_stage
+
+    cfg = _config(
+        config,
+        overrides,
+        "download",
+        fields=fields,
+        base_url=base_url,
+        jobs=jobs,
+        retries=retries,
+        timeout=timeout,
+        catalogs=catalogs,
+    )
+    cfg.raw_dir = out
+    wanted = [FieldId.parse(f) for f in cfg.download.fields]
+    try:
+        download_stage(cfg, wanted, cfg.download.base_url, progress=not quiet)
+    except SgcError as exc:
+        raise _fail(exc) from exc

@@ -1,0 +1,183 @@
+"""Configuration: pydantic models loaded from YAML, overridable on the command line, saved beside outputs.
+
+A config file holds one :class:`RunConfig`. Any field can be overridden with ``--set dotted.key=value``
+(``--set simulate.fields=8``); values are parsed as YAML scalars, so ``true``, ``3`` and ``[a, b]`` work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sgc.errors import SgcError
+from sgc.sdss.names import DEFAULT_BASE_URL, FieldId
+
+CANONICAL_TEST_FIELD = "008162-6-0080"
+
+
+class ConfigError(SgcError, ValueError):
+    """A config file or override that does not describe a valid run."""
+
+
+class _Strict(BaseModel):
+    # A misspelt key in YAML must fail loudly rather than be ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SimulateConfig(_Strict):
+    """How many simulated fields to write, and from which seed."""
+
+    fields: int = Field(3, ge=1, description="number of consecutive fields to simulate")
+    runs: int = Field(1, ge=1, description="number of imaging runs the fields are spread over")
+    seed: int = Field(0, ge=0, description="random seed: the same seed writes the same bytes")
+
+
+class DownloadConfig(_Strict):
+    """Which fields to fetch, from where, and how hard to try."""
+
+    fields: list[str] = Field(
+        default_factory=list, description="field ids to fetch; empty means every simulated field"
+    )
+    base_url: str = Field(DEFAULT_BASE_URL, description="SAS base URL: https://, http:// or file://")
+    jobs: int = Field(4, ge=1, description="parallel downloads")
+    retries: int = Field(4, ge=0, description="retries per file on timeouts, dropped connections and 5xx")
+    timeout: float = Field(60.0, gt=0, description="seconds without data before a request is retried")
+    catalogs: bool = Field(True, description="also fetch the calibObj star and gal files of each run+camcol")
+
+    @field_validator("fields")
+    @classmethod
+    def _normalise_fields(cls, value: list[str]) -> list[str]:
+        return [str(FieldId.parse(str(v))) for v in value]
+
+
+class RunConfig(_Strict):
+    """The whole job that ``sgc run`` carries out.
+
+    Attributes:
+        name: the run's name; outputs go to ``workdir/name``.
+        workdir: parent folder of every output (git-ignored ``stores/`` by default).
+        source: where raw data come from: ``simulate`` (offline: simulate a SAS mirror, serve it on
+            localhost and download from it), ``sdss`` (download from ``download.base_url``) or
+            ``local`` (use ``raw_dir`` as it is).
+        raw_dir: folder of raw frames and catalogues; defaults to ``workdir/name/raw``.
+        test_fields: held-out fields whose sky is never trained or validated on.
+    """
+
+    name: str = "demo"
+    workdir: Path = Path("stores")
+    source: Literal["simulate", "sdss", "local"] = "simulate"
+    raw_dir: Path | None = None
+    test_fields: list[str] = Field(default_factory=lambda: [CANONICAL_TEST_FIELD])
+    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+
+    @field_validator("test_fields")
+    @classmethod
+    def _normalise_test_fields(cls, value: list[str]) -> list[str]:
+        return [str(FieldId.parse(str(v))) for v in value]
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not value or "/" in value or value.startswith("."):
+            raise ValueError(f"name {value!r} must be a plain folder name")
+        return value
+
+    @property
+    def out_dir(self) -> Path:
+        """Folder that holds every output of this run."""
+        return self.workdir / self.name
+
+    @property
+    def resolved_raw_dir(self) -> Path:
+        """Folder of raw frames and catalogues."""
+        return self.raw_dir if self.raw_dir is not None else self.out_dir / "raw"
+
+    @property
+    def mirror_dir(self) -> Path:
+        """Folder of the simulated SAS mirror (``source: simulate``)."""
+        return self.out_dir / "mirror"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``dotted.key=value`` into the key path and a YAML-parsed value.
+
+    Raises:
+        ConfigError: if ``text`` has no ``=`` or an empty key.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like dotted.key=value, e.g. simulate.fields=8")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with every ``dotted.key=value`` override applied."""
+    result = json.loads(json.dumps(data, default=str))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = result
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {key!r} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return result
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a :class:`RunConfig` from YAML (or the defaults) and apply command-line overrides.
+
+    Args:
+        path: a YAML file; ``None`` gives the built-in defaults (the offline demo).
+        overrides: ``dotted.key=value`` strings, applied in order.
+
+    Raises:
+        ConfigError: naming the file and every invalid key.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: config file does not exist") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        data = loaded or {}
+    data = apply_overrides(data, overrides or [])
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"{source}: invalid config: {problems}") from exc
+
+
+def config_digest(model: BaseModel) -> str:
+    """Short stable hash of a config, to tell whether an output was made with it."""
+    text = json.dumps(model.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_config(model: BaseModel, folder: str | Path, stage: str) -> Path:
+    """Write the resolved config of ``stage`` as ``folder/sgc-{stage}.yaml`` and return its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"sgc-{stage}.yaml"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,23 @@
+"""Exceptions raised for bad input, each naming the file or value at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SgcError(Exception):
+    """Base class of every error sgc raises on purpose."""
+
+
+class InputFileError(SgcError, ValueError):
+    """A file that entered sgc is unreadable or not what its name promises.
+
+    Attributes:
+        path: the offending file.
+        reason: what is wrong with it, in words.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

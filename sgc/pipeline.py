@@ -1,0 +1,112 @@
+"""``sgc run``: every stage in order, each skipped where its output is already complete."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sgc.config import RunConfig, SimulateConfig, config_digest, save_config
+from sgc.errors import SgcError
+from sgc.sdss.discover import find_raw
+from sgc.sdss.download import DownloadSummary, download
+from sgc.sdss.mirror import serve_directory
+from sgc.sdss.names import FieldId
+from sgc.sdss.simulate import simulate
+
+log = logging.getLogger(__name__)
+
+SIMULATE_MARKER = ".sgc-simulate.json"
+
+
+class StageFailedError(SgcError):
+    """A stage finished but left work undone (its summary says what)."""
+
+
+def simulate_stage(cfg: SimulateConfig, out_dir: Path, progress: bool = True) -> list[FieldId]:
+    """Simulate a SAS mirror into ``out_dir`` unless one made with the same config is complete there.
+
+    A completion marker holding the config digest is written last, so a killed simulation is redone
+    and a finished one is not.
+
+    Returns:
+        The simulated fields.
+    """
+    marker = out_dir / SIMULATE_MARKER
+    digest = config_digest(cfg)
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        if done.get("digest") == digest:
+            log.info("simulate: %s already holds %d fields, skipped", out_dir, len(done["fields"]))
+            return [FieldId.parse(f) for f in done["fields"]]
+    fields = simulate(out_dir, n_fields=cfg.fields, seed=cfg.seed, runs=cfg.runs, progress=progress)
+    save_config(cfg, out_dir, "simulate")
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"digest": digest, "fields": [str(f) for f in fields]}, indent=1))
+    tmp.replace(marker)
+    return fields
+
+
+def download_stage(
+    cfg: RunConfig, fields: list[FieldId], base_url: str, progress: bool = True
+) -> DownloadSummary:
+    """Fetch ``fields`` from ``base_url`` into the run's raw folder.
+
+    Raises:
+        StageFailedError: if any file could not be fetched; everything that arrived stays in place.
+    """
+    raw = cfg.resolved_raw_dir
+    save_config(cfg.download, raw, "download")
+    dl = cfg.download
+    summary = download(
+        fields,
+        raw,
+        base_url=base_url,
+        jobs=dl.jobs,
+        retries=dl.retries,
+        timeout=dl.timeout,
+        include_catalogs=dl.catalogs,
+        progress=progress,
+    )
+    print(summary.format())
+    if not summary.ok:
+        raise StageFailedError(f"download: {summary.n_failed} file(s) failed; rerun to resume")
+    return summary
+
+
+@contextmanager
+def _raw_source(cfg: RunConfig, progress: bool) -> Iterator[tuple[list[FieldId], str | None]]:
+    """Yield the fields to fetch and the base URL to fetch them from (``None``: nothing to fetch)."""
+    if cfg.source == "local":
+        yield [FieldId.parse(f) for f in cfg.download.fields], None
+        return
+    if cfg.source == "sdss":
+        if not cfg.download.fields:
+            raise SgcError("source 'sdss' needs download.fields: the field ids to fetch")
+        yield [FieldId.parse(f) for f in cfg.download.fields], cfg.download.base_url
+        return
+    simulated = simulate_stage(cfg.simulate, cfg.mirror_dir, progress=progress)
+    wanted = [FieldId.parse(f) for f in cfg.download.fields] or simulated
+    # Serve the simulated mirror over real HTTP so the demo exercises the same downloader as SDSS.
+    with serve_directory(cfg.mirror_dir) as url:
+        log.info("serving the simulated mirror at %s", url)
+        yield wanted, url
+
+
+def run(cfg: RunConfig, progress: bool = True) -> None:
+    """Carry out every stage of ``cfg`` in order.
+
+    Raises:
+        StageFailedError: if a stage left work undone; outputs already complete are kept.
+    """
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, cfg.out_dir, "run")
+    with _raw_source(cfg, progress) as (fields, base_url):
+        if base_url is not None:
+            download_stage(cfg, fields, base_url, progress=progress)
+    raw = cfg.resolved_raw_dir
+    if not raw.is_dir():
+        raise SgcError(f"{raw}: raw data folder does not exist")
+    print(f"raw data in {raw}: {find_raw(raw).format()}")

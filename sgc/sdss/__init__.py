@@ -1,0 +1,1 @@
+"""Everything that knows SDSS: names and URLs, readers, the downloader and the simulator."""
