@@ -132,8 +132,12 @@ def open_hdul(path: str | Path) -> fits.HDUList:
     try:
         hdul = fits.HDUList.fromstring(payload)
         hdul.verify("silentfix")
-    except Exception as exc:  # astropy raises OSError, ValueError, VerifyError and more
-        raise InputFileError(path, f"FITS structure is broken ({exc})") from exc
+        # astropy maps data lazily: touch every HDU now so a file cut inside its data fails here,
+        # naming the file, rather than later in whoever reads the pixels.
+        for hdu in hdul:
+            _ = hdu.data
+    except Exception as exc:  # astropy raises OSError, ValueError, TypeError, VerifyError and more
+        raise InputFileError(path, f"FITS structure is broken or truncated ({exc})") from exc
     if len(hdul) == 0:
         raise InputFileError(path, "FITS file holds no HDU")
     return hdul
