@@ -72,7 +72,7 @@ def download_stage(
     )
     print(summary.format())
     if not summary.ok:
-        raise StageFailedError(f"download: {summary.n_failed} file(s) failed; rerun to resume")
+        raise StageFailedError(f"download: {len(summary.failed)} file(s) failed; rerun to resume")
     return summary
 
 
