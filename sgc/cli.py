@@ -17,8 +17,8 @@ from sgc.sdss.names import FieldId
 
 app = typer.Typer(
     name="sgc",
-    help="Find stars and galaxies in SDSS images, pixel by pixel. Stages: simulate, serve, download; "
-    "`sgc run CONFIG` runs them all in order.",
+    help="Find stars and galaxies in SDSS images, pixel by pixel. Stages: simulate, serve, download, ingest, "
+    "stats; `sgc run CONFIG` runs them all in order.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -167,5 +167,51 @@ def download(
     wanted = [FieldId.parse(f) for f in cfg.download.fields]
     try:
         download_stage(cfg, wanted, cfg.download.base_url, progress=not quiet)
+    except SgcError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def ingest(
+    raw_dir: Annotated[
+        Path, typer.Argument(help="folder holding frame-BAND-RRRRRR-C-FFFF.fits[.bz2] files, any layout")
+    ],
+    store: Annotated[Path, typer.Argument(help="the Zarr cube store to create or extend")],
+    fields: Annotated[
+        list[str] | None, typer.Option("--fields", help="only these field ids (repeatable)")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="local worker processes")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="address of a running dask.distributed scheduler")
+    ] = None,
+    strict: Annotated[
+        bool | None, typer.Option("--strict/--no-strict", help="stop at the first bad field")
+    ] = None,
+    chunk: Annotated[int | None, typer.Option(help="chunk edge along y and x (new stores)")] = None,
+    codec: Annotated[
+        str | None, typer.Option(help="blosc-lz4, blosc-zstd, zstd or none (new stores)")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 or float16 (new stores)")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Align the five bands of every field below RAW_DIR onto its i-band grid, into one Zarr store."""
+    from sgc.pipeline import ingest_stage
+
+    cfg = _config(
+        config,
+        overrides,
+        "ingest",
+        fields=fields or None,
+        workers=workers,
+        scheduler=scheduler,
+        strict=strict,
+        chunk=chunk,
+        codec=codec,
+        dtype=dtype,
+    )
+    try:
+        ingest_stage(cfg.ingest, raw_dir, store, progress=not quiet)
     except SgcError as exc:
         raise _fail(exc) from exc

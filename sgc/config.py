@@ -55,6 +55,29 @@ class DownloadConfig(_Strict):
         return [str(FieldId.parse(str(v))) for v in value]
 
 
+class IngestConfig(_Strict):
+    """How frames become the aligned five-band cube store, and where the work runs."""
+
+    fields: list[str] = Field(default_factory=list, description="field ids to ingest; empty means all found")
+    workers: int = Field(2, ge=1, description="local worker processes (ignored with a scheduler)")
+    scheduler: str | None = Field(None, description="address of a running dask.distributed scheduler")
+    strict: bool = Field(False, description="fail the run at the first bad field instead of skipping it")
+    chunk: int = Field(256, ge=16, description="chunk edge in pixels along y and x")
+    codec: Literal["blosc-lz4", "blosc-zstd", "zstd", "none"] = Field(
+        "blosc-lz4", description="compression of the image chunks"
+    )
+    clevel: int = Field(5, ge=0, le=9, description="compression level")
+    dtype: Literal["float32", "float16"] = Field("float32", description="dtype of the stored image")
+    align_method: Literal["stars", "wcs"] = Field(
+        "stars", description="'wcs': resample from the WCS alone; 'stars': refine the WCS with the stars"
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _normalise_fields(cls, value: list[str]) -> list[str]:
+        return [str(FieldId.parse(str(v))) for v in value]
+
+
 class RunConfig(_Strict):
     """The whole job that ``sgc run`` carries out.
 
@@ -75,6 +98,7 @@ class RunConfig(_Strict):
     test_fields: list[str] = Field(default_factory=lambda: [CANONICAL_TEST_FIELD])
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
 
     @field_validator("test_fields")
     @classmethod
@@ -97,6 +121,11 @@ class RunConfig(_Strict):
     def resolved_raw_dir(self) -> Path:
         """Folder of raw frames and catalogues."""
         return self.raw_dir if self.raw_dir is not None else self.out_dir / "raw"
+
+    @property
+    def store_path(self) -> Path:
+        """The run's cube store."""
+        return self.workdir / f"{self.name}.zarr"
 
     @property
     def mirror_dir(self) -> Path:

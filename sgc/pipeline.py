@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sgc.config import RunConfig, SimulateConfig, config_digest, save_config
+from sgc.config import IngestConfig, RunConfig, SimulateConfig, config_digest, save_config
+from sgc.cube.ingest import IngestSummary, ingest
 from sgc.errors import SgcError
 from sgc.sdss.discover import find_raw
 from sgc.sdss.download import DownloadSummary, download
@@ -76,6 +77,20 @@ def download_stage(
     return summary
 
 
+def ingest_stage(cfg: IngestConfig, raw_dir: Path, store: Path, progress: bool = True) -> IngestSummary:
+    """Ingest the fields below ``raw_dir`` into ``store``, recording the resolved config beside it.
+
+    Raises:
+        StageFailedError: if a field was skipped (missing band, bad frame); every other field is stored.
+    """
+    summary = ingest(raw_dir, store, cfg, progress=progress)
+    save_config(cfg, store.parent, f"ingest-{store.stem}")
+    print(summary.format())
+    if not summary.ok:
+        raise StageFailedError(f"ingest: {len(summary.failed) + len(summary.incomplete)} field(s) skipped")
+    return summary
+
+
 @contextmanager
 def _raw_source(cfg: RunConfig, progress: bool) -> Iterator[tuple[list[FieldId], str | None]]:
     """Yield the fields to fetch and the base URL to fetch them from (``None``: nothing to fetch)."""
@@ -110,3 +125,4 @@ def run(cfg: RunConfig, progress: bool = True) -> None:
     if not raw.is_dir():
         raise SgcError(f"{raw}: raw data folder does not exist")
     print(f"raw data in {raw}: {find_raw(raw).format()}")
+    ingest_stage(cfg.ingest, raw, cfg.store_path, progress=progress)

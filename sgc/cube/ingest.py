@@ -1,0 +1,332 @@
+"""``sgc ingest``: frames below a folder -> aligned five-band cubes in one Zarr store, with Dask.
+
+The client plans (which fields, which slots), allocates slots in the store, and submits one task per field
+to a dask.distributed cluster: a local cluster of processes or any running scheduler. Each task reads the
+field's five frames, aligns them onto the i-band grid and writes the result into the field's own region of
+the store, marking it done last; nothing but a small result record travels back to the client. A killed run
+leaves its unfinished fields not done, and the next run does exactly those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sgc import __version__
+from sgc.config import IngestConfig
+from sgc.cube.store import (
+    StoreLayout,
+    allocate_fields,
+    create_store,
+    done_fields,
+    open_store,
+    store_layout,
+    write_field,
+)
+from sgc.errors import InputFileError, SgcError
+from sgc.sdss.discover import Inventory, find_raw
+from sgc.sdss.frames import read_frame, read_frame_header
+from sgc.sdss.names import BANDS, FieldId
+
+log = logging.getLogger(__name__)
+
+REFERENCE_BAND = "i"
+# Environment for worker processes: numba, OpenMP and BLAS threads capped so that N workers use N cores.
+SINGLE_THREAD_ENV = {
+    "NUMBA_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+class IngestError(SgcError):
+    """An ingest that cannot start, or that stopped at a bad field under ``--strict``."""
+
+
+@dataclass(frozen=True)
+class FieldResult:
+    """What became of one field.
+
+    Attributes:
+        field: the field id.
+        status: ``stored``, ``skipped`` (already done) or ``failed``.
+        seconds: time the worker spent on it.
+        error: why it failed, naming the file; None otherwise.
+        diagnostics: alignment figures per band.
+    """
+
+    field: str
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IngestSummary:
+    """Every field's result, and the fields that were never attempted (bands missing)."""
+
+    store: Path
+    results: list[FieldResult]
+    incomplete: dict[str, list[str]]
+
+    @property
+    def failed(self) -> list[FieldResult]:
+        """Fields that were attempted and failed."""
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """True if every field found was stored (now or before)."""
+        return not self.failed and not self.incomplete
+
+    def format(self) -> str:
+        """A human summary: counts, then each field not stored and why."""
+        counts = {s: sum(r.status == s for r in self.results) for s in ("stored", "skipped", "failed")}
+        lines = [
+            f"{self.store}: {counts['stored']} field(s) stored, {counts['skipped']} already done, "
+            f"{counts['failed']} failed, {len(self.incomplete)} with bands missing"
+        ]
+        lines += [f"  {f}: missing band(s) {', '.join(b)}; skipped" for f, b in self.incomplete.items()]
+        lines += [f"  {r.field}: {r.error}; skipped" for r in self.failed]
+        return "\n".join(lines)
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    return {"name": path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _limit_threads() -> None:
+    # Environment variables only reach processes started after them; a remote worker may already be
+    # running, so numba's own pool is capped here too.
+    import numba
+
+    numba.set_num_threads(1)
+
+
+def ingest_field(
+    store: str, slot: int, field_id: str, paths: Mapping[str, str], align_method: str
+) -> FieldResult:
+    """Read, align and store one field (runs inside a Dask worker).
+
+    Bad input never raises: it comes back as a ``failed`` result naming the file, so one bad field does
+    not stop the others.
+    """
+    from sgc.cube.align import align_field
+
+    _limit_threads()
+    start = time.perf_counter()
+    try:
+        frames = {band: read_frame(paths[band]) for band in BANDS}
+        shapes = {band: f.image.shape for band, f in frames.items()}
+        if len(set(shapes.values())) != 1:
+            sizes = ", ".join(f"{b} {s[0]}x{s[1]}" for b, s in shapes.items())
+            raise InputFileError(paths[REFERENCE_BAND], f"frames of field {field_id} differ in size: {sizes}")
+        aligned = align_field(frames, reference=REFERENCE_BAND, method=align_method)
+        layout_shape = tuple(open_store(store)["valid"].shape[1:])
+        image, valid = _fit_to_grid(aligned.cube, aligned.valid, layout_shape, paths[REFERENCE_BAND])
+        diagnostics = _diagnostics_record(aligned.diagnostics)
+        source = {
+            "field": field_id,
+            "files": {band: _file_record(Path(paths[band])) for band in BANDS},
+            "align": diagnostics,
+            "sgc": __version__,
+        }
+        write_field(store, slot, image, valid, frames[REFERENCE_BAND].header.tostring(), source)
+    except (InputFileError, ValueError) as exc:
+        return FieldResult(field_id, "failed", time.perf_counter() - start, str(exc))
+    return FieldResult(field_id, "stored", time.perf_counter() - start, diagnostics=diagnostics)
+
+
+def _diagnostics_record(diagnostics: Mapping[str, Any]) -> dict[str, Any]:
+    """Alignment diagnostics per band as plain JSON values."""
+    record = {}
+    for band, diag in diagnostics.items():
+        values = dataclasses.asdict(diag)
+        record[band] = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in values.items()}
+    return record
+
+
+def _fit_to_grid(
+    image: np.ndarray, valid: np.ndarray, shape: tuple[int, ...], ref_path: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a field smaller than the store's grid (the sample keeps 745 of 1489 rows); refuse a larger one."""
+    ny, nx = image.shape[-2:]
+    if (ny, nx) == shape:
+        return image, valid
+    if ny > shape[0] or nx > shape[1]:
+        raise InputFileError(
+            ref_path, f"frame is {ny}x{nx}, larger than the store's grid {shape[0]}x{shape[1]}"
+        )
+    padded = np.full((image.shape[0], *shape), np.nan, dtype=image.dtype)
+    padded[:, :ny, :nx] = image
+    mask = np.zeros(shape, dtype=bool)
+    mask[:ny, :nx] = valid
+    return padded, mask
+
+
+@contextmanager
+def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
+    """A distributed client: on ``scheduler`` if given, else on a local cluster of ``workers`` processes."""
+    from dask.distributed import Client, LocalCluster
+
+    # distributed logs every connection at INFO, and a benign comm-closed traceback at shutdown; show them
+    # only when sgc itself is asked to be verbose.
+    if not log.isEnabledFor(logging.INFO):
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            env=SINGLE_THREAD_ENV,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def plan_ingest(raw_dir: Path, fields: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
+    """Find the frames of the fields to ingest.
+
+    Returns:
+        ``(complete, incomplete)``: band paths of every field with all five bands, and the missing bands of
+        every other field asked for or found.
+    """
+    inv: Inventory = find_raw(raw_dir)
+    wanted = {FieldId.parse(f) for f in fields}
+    complete = {
+        str(f): {b: str(p) for b, p in inv.frames[f].items()}
+        for f in inv.complete
+        if not wanted or f in wanted
+    }
+    incomplete = {str(f): bands for f, bands in inv.incomplete.items() if not wanted or f in wanted}
+    incomplete |= {str(f): list(BANDS) for f in wanted if f not in inv.frames}
+    return complete, incomplete
+
+
+def _prepare_store(store: Path, first_reference: str, cfg: IngestConfig) -> None:
+    if store.exists():
+        open_store(store)  # refuses anything that is not a cube store
+        return
+    header = read_frame_header(first_reference)
+    layout = StoreLayout(
+        shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
+        chunk=cfg.chunk,
+        codec=cfg.codec,
+        clevel=cfg.clevel,
+        dtype=cfg.dtype,
+    )
+    create_store(store, layout)
+
+
+def ingest(
+    raw_dir: str | Path,
+    store: str | Path,
+    cfg: IngestConfig,
+    progress: bool = True,
+    on_result: Callable[[FieldResult], None] | None = None,
+) -> IngestSummary:
+    """Ingest every complete field below ``raw_dir`` (or ``cfg.fields``) into ``store``.
+
+    Fields already done in the store are skipped; new fields are appended.
+
+    Raises:
+        IngestError: if nothing can be ingested, or under ``cfg.strict`` at the first bad field (fields
+            stored before it are kept).
+    """
+    raw_dir, store = Path(raw_dir), Path(store)
+    complete, incomplete = plan_ingest(raw_dir, cfg.fields)
+    if not complete and not incomplete:
+        raise IngestError(f"{raw_dir}: no SDSS frames (frame-BAND-RRRRRR-C-FFFF.fits[.bz2]) found")
+    if cfg.strict and incomplete:
+        first = next(iter(incomplete.items()))
+        raise IngestError(f"field {first[0]}: missing band(s) {', '.join(first[1])} (--strict)")
+    results: list[FieldResult] = []
+    if complete:
+        _prepare_store(store, next(iter(complete.values()))[REFERENCE_BAND], cfg)
+    group = open_store(store, mode="r+") if store.exists() else None
+    done = set(done_fields(group)) if group is not None else set()
+    todo = {f: p for f, p in sorted(complete.items()) if f not in done}
+    results += [FieldResult(f, "skipped") for f in sorted(complete) if f in done]
+    if todo:
+        log.info("ingest: %d field(s) to store on a %dx%d grid", len(todo), *store_layout(group).shape)
+        slots = allocate_fields(group, list(todo))
+        results += _run_tasks(store, todo, slots, cfg, progress, on_result)
+    summary = IngestSummary(store, results, incomplete)
+    if group is not None:
+        _record_provenance(store, summary, cfg)
+    return summary
+
+
+def _run_tasks(
+    store: Path,
+    todo: dict[str, dict[str, str]],
+    slots: dict[str, int],
+    cfg: IngestConfig,
+    progress: bool,
+    on_result: Callable[[FieldResult], None] | None,
+) -> list[FieldResult]:
+    """Submit one task per field and collect the small result records as they complete."""
+    from dask.distributed import as_completed
+    from tqdm import tqdm
+
+    results = []
+    with dask_client(cfg.workers, cfg.scheduler) as client:
+        if cfg.scheduler:
+            print(f"dask dashboard: {client.dashboard_link}")
+        else:
+            log.info("dask dashboard: %s", client.dashboard_link)
+        futures = [
+            client.submit(
+                ingest_field, str(store), slots[f], f, paths, cfg.align_method, key=f"ingest-{f}", pure=False
+            )
+            for f, paths in todo.items()
+        ]
+        bar = tqdm(total=len(futures), unit="field", desc="ingest", disable=not progress)
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            bar.update()
+            if on_result is not None:
+                on_result(result)
+            if result.status == "failed" and cfg.strict:
+                for other in futures:
+                    other.cancel()
+                bar.close()
+                raise IngestError(f"field {result.field}: {result.error} (--strict)")
+        bar.close()
+    return results
+
+
+def _record_provenance(store: Path, summary: IngestSummary, cfg: IngestConfig) -> None:
+    """Write the store-level attributes: versions, config and the last run's outcome (metadata only)."""
+    group = open_store(store, mode="r+")
+    group.attrs.update(
+        {
+            "sgc_version": __version__,
+            "ingest_config": cfg.model_dump(mode="json"),
+            "fields_done": done_fields(group),
+            "last_ingest": {
+                "stored": [r.field for r in summary.results if r.status == "stored"],
+                "failed": {r.field: r.error for r in summary.failed},
+                "incomplete": summary.incomplete,
+            },
+        }
+    )
