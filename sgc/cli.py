@@ -215,3 +215,29 @@ def ingest(
         ingest_stage(cfg.ingest, raw_dir, store, progress=not quiet)
     except SgcError as exc:
         raise _fail(exc) from exc
+
+
+@app.command()
+def stats(
+    store: Annotated[Path, typer.Argument(help="the cube store")],
+    catalogs: Annotated[
+        list[Path] | None, typer.Option("--catalogs", "-c", help="catalogue files or folders (repeatable)")
+    ] = None,
+    raw: Annotated[Path | None, typer.Option(help="raw frames folder, for the before/after figure")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="output folder (default STORE-stats)")
+    ] = None,
+    field: Annotated[str | None, typer.Option(help="field to draw (default: the first stored)")] = None,
+) -> None:
+    """Per-band statistics over valid pixels, object counts per field, JSON and PNG figures."""
+    from sgc.pipeline import stats_stage
+    from sgc.sdss.discover import find_raw
+
+    paths: list[Path] = []
+    for item in catalogs or []:
+        paths += find_raw(item).catalogs if item.is_dir() else [item]
+    out = out or store.with_name(f"{store.stem}-stats")
+    try:
+        stats_stage(store, out, paths, raw_dir=raw, field=field)
+    except SgcError as exc:
+        raise _fail(exc) from exc

@@ -91,6 +91,44 @@ def ingest_stage(cfg: IngestConfig, raw_dir: Path, store: Path, progress: bool =
     return summary
 
 
+def stats_stage(
+    store: Path,
+    out_dir: Path,
+    catalogs: list[Path],
+    raw_dir: Path | None = None,
+    field: str | None = None,
+) -> dict:
+    """Statistics of ``store`` as ``out_dir/stats.json``, with the cube figures beside it.
+
+    Args:
+        store: the cube store.
+        out_dir: where ``stats.json`` and the PNG figures go.
+        catalogs: catalogue files for object counts and the catalogue figures (may be empty).
+        raw_dir: folder of the raw frames, for the before/after alignment figure (skipped if None).
+        field: the field to draw; defaults to the first done field.
+
+    Returns:
+        The statistics.
+    """
+    from sgc.cube.stats import compute_stats, write_stats
+    from sgc.report.cube_figures import catalog_overlay, irg_before_after, object_positions
+    from sgc.sdss.catalogs import read_catalogs
+
+    stats = compute_stats(store, catalogs or None)
+    path = write_stats(stats, out_dir)
+    figures = []
+    shown = field or next(iter(stats["fields"]), None)
+    if shown is not None and raw_dir is not None:
+        figures.append(irg_before_after(store, shown, raw_dir, out_dir / "irg-before-after.png"))
+    if catalogs:
+        table = read_catalogs(catalogs)
+        if shown is not None:
+            figures.append(catalog_overlay(store, shown, table, out_dir / "catalog-overlay.png"))
+        figures.append(object_positions(store, table, out_dir / "object-positions.png"))
+    print(f"stats: {path}" + "".join(f"\n  figure: {f}" for f in figures))
+    return stats
+
+
 @contextmanager
 def _raw_source(cfg: RunConfig, progress: bool) -> Iterator[tuple[list[FieldId], str | None]]:
     """Yield the fields to fetch and the base URL to fetch them from (``None``: nothing to fetch)."""
@@ -124,5 +162,7 @@ def run(cfg: RunConfig, progress: bool = True) -> None:
     raw = cfg.resolved_raw_dir
     if not raw.is_dir():
         raise SgcError(f"{raw}: raw data folder does not exist")
-    print(f"raw data in {raw}: {find_raw(raw).format()}")
+    inventory = find_raw(raw)
+    print(f"raw data in {raw}: {inventory.format()}")
     ingest_stage(cfg.ingest, raw, cfg.store_path, progress=progress)
+    stats_stage(cfg.store_path, cfg.out_dir / "stats", inventory.catalogs, raw_dir=raw)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import resource
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ class FieldResult:
         seconds: time the worker spent on it.
         error: why it failed, naming the file; None otherwise.
         diagnostics: alignment figures per band.
+        peak_rss_mb: the worker process's peak resident memory when it finished the field.
     """
 
     field: str
@@ -70,6 +72,7 @@ class FieldResult:
     seconds: float = 0.0
     error: str | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
 
 
 @dataclass
@@ -145,8 +148,17 @@ def ingest_field(
         }
         write_field(store, slot, image, valid, frames[REFERENCE_BAND].header.tostring(), source)
     except (InputFileError, ValueError) as exc:
-        return FieldResult(field_id, "failed", time.perf_counter() - start, str(exc))
-    return FieldResult(field_id, "stored", time.perf_counter() - start, diagnostics=diagnostics)
+        return FieldResult(
+            field_id, "failed", time.perf_counter() - start, str(exc), peak_rss_mb=_peak_rss_mb()
+        )
+    return FieldResult(
+        field_id, "stored", time.perf_counter() - start, diagnostics=diagnostics, peak_rss_mb=_peak_rss_mb()
+    )
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux: the high-water mark of this worker process so far.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _diagnostics_record(diagnostics: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,6 +191,7 @@ def _fit_to_grid(
 @contextmanager
 def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
     """A distributed client: on ``scheduler`` if given, else on a local cluster of ``workers`` processes."""
+    import dask
     from dask.distributed import Client, LocalCluster
 
     # distributed logs every connection at INFO, and a benign comm-closed traceback at shutdown; show them
@@ -189,7 +202,11 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
         with Client(scheduler) as client:
             yield client
         return
+    # distributed sets MALLOC_TRIM_THRESHOLD_ in workers, which turns off glibc's adaptive mmap threshold:
+    # every 12 MB frame buffer is then mapped afresh and page-faulted, 11% slower per field (measured).
+    # Memory stays flat without it, since each field frees what it allocated before the next one starts.
     with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=1,

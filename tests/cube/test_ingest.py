@@ -199,3 +199,24 @@ def test_bad_fields_are_named_and_skipped_and_the_rest_stored(raw: Path, tmp_pat
 def test_nothing_to_ingest_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="no SDSS frames"):
         ingest(tmp_path, tmp_path / "s.zarr", _cfg(), progress=False)
+
+
+def test_real_sample_ingests_and_meets_the_alignment_targets(sdss_dir: Path, tmp_path: Path) -> None:
+    from sgc.cube.quality import catalog_stars, star_offsets
+    from sgc.sdss.catalogs import read_catalog
+
+    field = sdss_dir / "003918-3-0213"
+    store = tmp_path / "sample.zarr"
+    summary = ingest(field, store, _cfg(), progress=False)
+    assert summary.ok, summary.format()
+    ds = xr.open_zarr(store, consolidated=False)
+    assert ds.image.shape == (1, 5, 745, 2048)
+    cube = ds.image[0].values
+    wcs = frame_wcs(fits.Header.fromstring(str(ds.wcs.values[0])))
+    x, y = catalog_stars(read_catalog(field / "catalog-003918-3-0213.fits"), wcs, cube[3])
+    offsets = star_offsets(cube, x, y)
+    for band in "grz":
+        assert offsets[band].systematic <= 0.05, (band, offsets[band])
+        assert offsets[band].median_offset <= 0.12, (band, offsets[band])
+    assert offsets["u"].median_offset <= 0.45, offsets["u"]
+    assert ds.valid[0].values.mean() > 0.97
