@@ -185,6 +185,26 @@ def write_field(
     group["done"][slot] = True
 
 
-def mark_undone(group: zarr.Group, slot: int) -> None:
-    """Clear a slot's completion marker before it is (re)written."""
-    group["done"][slot] = False
+def ensure_pixel_array(group: zarr.Group, name: str, dtype: str | np.dtype, fill_value: Any) -> zarr.Array:
+    """Return the per-pixel array ``name (field, y, x)``, creating it chunked like ``valid`` if absent.
+
+    Later stages (labels, exclusion masks) add their arrays this way, so every per-pixel array shares the
+    chunk grid of ``valid`` and ``image`` and a chunk-wise Dask computation can write it chunk by chunk.
+    An existing array of another dtype or shape is replaced.
+    """
+    valid = group["valid"]
+    dtype = np.dtype(dtype)
+    if name in group:
+        array = group[name]
+        if array.dtype == dtype and array.shape == valid.shape:
+            return array
+        del group[name]
+    return group.create_array(
+        name,
+        shape=valid.shape,
+        chunks=valid.chunks,
+        dtype=dtype,
+        fill_value=fill_value,
+        compressors=store_layout(group).compressors(dtype.itemsize),
+        dimension_names=["field", "y", "x"],
+    )

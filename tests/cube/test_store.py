@@ -95,3 +95,18 @@ def test_float16_layout_stores_float16(tmp_path: Path) -> None:
     stored = open_store(path)["image"][0]
     assert stored.dtype == np.float16
     np.testing.assert_allclose(stored, image, rtol=1e-3, atol=1e-3)
+
+
+def test_pixel_arrays_share_the_chunk_grid_and_are_replaced_when_their_dtype_changes(tmp_path: Path) -> None:
+    from sgc.cube.store import ensure_pixel_array
+
+    path = tmp_path / "s.zarr"
+    group = create_store(path, LAYOUT)
+    allocate_fields(group, ["000001-1-0011", "000001-1-0012"])
+    label = ensure_pixel_array(group, "label", "uint8", 255)
+    assert label.shape == (2, 40, 48) and label.chunks == group["valid"].chunks
+    label[1, :2, :2] = 1
+    assert ensure_pixel_array(group, "label", "uint8", 255)[1, 0, 0] == 1  # kept as it is
+    replaced = ensure_pixel_array(group, "label", "bool", False)
+    assert replaced.dtype == np.bool_ and not replaced[:].any()
+    assert xr.open_zarr(path, consolidated=False).label.dims == ("field", "y", "x")
