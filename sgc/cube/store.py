@@ -159,9 +159,10 @@ def allocate_fields(group: zarr.Group, fields: Sequence[str]) -> dict[str, int]:
     new = [f for f in dict.fromkeys(fields) if f not in index]
     if new:
         total = len(names) + len(new)
-        for name in (*FIELD_ARRAYS, "field"):
-            array = group[name]
-            array.resize((total, *array.shape[1:]))
+        # Every array along ``field`` grows, including those later stages added (labels, masks).
+        for _, array in group.arrays():
+            if array.metadata.dimension_names and array.metadata.dimension_names[0] == "field":
+                array.resize((total, *array.shape[1:]))
         group["field"][len(names) :] = np.array(new)
         index.update({f: len(names) + i for i, f in enumerate(new)})
     return {f: index[f] for f in fields}

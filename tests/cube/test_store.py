@@ -110,3 +110,5 @@ def test_pixel_arrays_share_the_chunk_grid_and_are_replaced_when_their_dtype_cha
     replaced = ensure_pixel_array(group, "label", "bool", False)
     assert replaced.dtype == np.bool_ and not replaced[:].any()
     assert xr.open_zarr(path, consolidated=False).label.dims == ("field", "y", "x")
+    allocate_fields(group, ["000001-1-0013"])
+    assert group["label"].shape == (3, 40, 48)
