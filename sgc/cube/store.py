@@ -186,6 +186,11 @@ def write_field(
     group["done"][slot] = True
 
 
+def mark_undone(group: zarr.Group, slot: int) -> None:
+    """Clear a slot's completion marker, so that the next ingest stores the field again."""
+    group["done"][slot] = False
+
+
 def ensure_pixel_array(group: zarr.Group, name: str, dtype: str | np.dtype, fill_value: Any) -> zarr.Array:
     """Return the per-pixel array ``name (field, y, x)``, creating it chunked like ``valid`` if absent.
 
