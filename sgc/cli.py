@@ -18,7 +18,7 @@ from sgc.sdss.names import FieldId
 app = typer.Typer(
     name="sgc",
     help="Find stars and galaxies in SDSS images, pixel by pixel. Stages: simulate, serve, download, ingest, "
-    "stats; `sgc run CONFIG` runs them all in order.",
+    "stats, label, exclude, split, audit; `sgc run CONFIG` runs them all in order.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -231,13 +231,116 @@ def stats(
 ) -> None:
     """Per-band statistics over valid pixels, object counts per field, JSON and PNG figures."""
     from sgc.pipeline import stats_stage
+
+    out = out or store.with_name(f"{store.stem}-stats")
+    try:
+        stats_stage(store, out, _catalog_paths(catalogs), raw_dir=raw, field=field)
+    except SgcError as exc:
+        raise _fail(exc) from exc
+
+
+def _catalog_paths(items: list[Path] | None) -> list[Path]:
+    """Catalogue files, with folders expanded to the catalogues found below them."""
     from sgc.sdss.discover import find_raw
 
     paths: list[Path] = []
-    for item in catalogs or []:
+    for item in items or []:
         paths += find_raw(item).catalogs if item.is_dir() else [item]
-    out = out or store.with_name(f"{store.stem}-stats")
+    return paths
+
+
+@app.command()
+def label(
+    store: Annotated[Path, typer.Argument(help="the cube store")],
+    catalogs: Annotated[
+        list[Path], typer.Option("--catalogs", "-c", help="catalogue files or folders (repeatable)")
+    ],
+    mode: Annotated[
+        str | None, typer.Option(help="'disk', or 'point' (one pixel per object, as in 2023)")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Paint catalogue stars and galaxies into label (0 sky, 1 star, 2 galaxy, 255 ignore)."""
+    from sgc.pipeline import label_stage
+
+    cfg = _config(config, overrides, "label", mode=mode)
     try:
-        stats_stage(store, out, paths, raw_dir=raw, field=field)
+        label_stage(cfg.label, store, _catalog_paths(catalogs))
+    except SgcError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def exclude(
+    store: Annotated[Path, typer.Argument(help="the cube store")],
+    held_out: Annotated[
+        list[str] | None, typer.Option("--held-out", help="held-out field ids (default: test_fields)")
+    ] = None,
+    footprints: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--footprints", help="folders or files with the held-out fields' frames or .hdr headers"
+        ),
+    ] = None,
+    margin: Annotated[float | None, typer.Option(help="margin around held-out frames, arcsec")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Mark pixels whose sky lies in any held-out field's footprint (plus a margin) in exclude."""
+    from sgc.pipeline import exclude_stage
+
+    cfg = _config(config, overrides, "exclude", margin_arcsec=margin, footprint_sources=footprints or None)
+    sources = list(cfg.exclude.footprint_sources) or [store.parent]
+    try:
+        held = [str(FieldId.parse(f)) for f in held_out] if held_out else cfg.test_fields
+        exclude_stage(cfg.exclude, store, held, sources)
+    except (SgcError, ValueError) as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def split(
+    store: Annotated[Path, typer.Argument(help="the cube store (with label and exclude)")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="plan to write (default STORE-plan.zarr)")
+    ] = None,
+    catalogs: Annotated[
+        list[Path] | None, typer.Option("--catalogs", "-c", help="catalogues for object counts per split")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Plan patches with train / validation / test splits, normalisation from train, and a report."""
+    from sgc.pipeline import split_stage
+
+    cfg = _config(config, overrides)
+    plan = out or store.with_name(f"{store.stem}-plan.zarr")
+    try:
+        split_stage(cfg.split, store, plan, cfg.test_fields, _catalog_paths(catalogs))
+    except SgcError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def audit(
+    store: Annotated[Path, typer.Argument(help="the cube store")],
+    plan: Annotated[Path, typer.Argument(help="the patch plan")],
+    footprints: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--footprints", help="folders or files with the held-out fields' frames or .hdr headers"
+        ),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Check, without the masks, that no train or validation pixel is on held-out sky (exit 1 if one is)."""
+    from sgc.pipeline import audit_stage
+
+    cfg = _config(config, overrides, "exclude", footprint_sources=footprints or None)
+    sources = list(cfg.exclude.footprint_sources) or [store.parent]
+    try:
+        audit_stage(store, plan, cfg.test_fields, sources, cfg.exclude.margin_arcsec)
     except SgcError as exc:
         raise _fail(exc) from exc

@@ -18,6 +18,10 @@ from sgc.errors import SgcError
 from sgc.sdss.names import DEFAULT_BASE_URL, FieldId
 
 CANONICAL_TEST_FIELD = "008162-6-0080"
+# The offline demo simulates fields 009001-3-0011.. (sgc.sdss.simulate's first run, camcol and field) and
+# holds out the second, whose sky its two neighbours overlap by 128 rows: the canonical test field's sky is
+# not simulated, so holding it out would exclude nothing there.
+DEMO_TEST_FIELD = "009001-3-0012"
 
 
 class ConfigError(SgcError, ValueError):
@@ -78,6 +82,57 @@ class IngestConfig(_Strict):
         return [str(FieldId.parse(str(v))) for v in value]
 
 
+class LabelConfig(_Strict):
+    """How catalogue objects are painted into per-pixel labels (``sgc label``)."""
+
+    catalogs: list[Path] = Field(
+        default_factory=list, description="catalogue files or folders; empty means those found in raw_dir"
+    )
+    mode: Literal["disk", "point"] = Field("disk", description="'disk', or 'point' (one pixel, as in 2023)")
+    star_radius_fwhm: float = Field(1.0, gt=0, description="star disk radius in units of the r PSF FWHM")
+    default_psf_fwhm_arcsec: float = Field(1.4, gt=0, description="r PSF FWHM where the catalogue has none")
+    galaxy_radius_fwhm: float = Field(1.0, gt=0, description="galaxy radius in units of its r moment FWHM")
+    default_galaxy_radius_arcsec: float = Field(1.6, gt=0, description="galaxy radius without a moment")
+    min_radius_px: float = Field(1.0, ge=0.7072, description="smallest disk radius in pixels")
+    max_radius_px: float = Field(20.0, gt=0, description="largest disk radius in pixels")
+    ignore_ring_px: float = Field(2.0, ge=0, description="width of the ignore ring around every disk")
+
+
+class ExcludeConfig(_Strict):
+    """Where the held-out fields' footprints come from, and the margin around them (``sgc exclude``)."""
+
+    margin_arcsec: float = Field(
+        10.0, ge=0, description="sky beyond the held-out frames' edges also excluded"
+    )
+    footprint_sources: list[Path] = Field(
+        default_factory=list,
+        description="folders or files with the held-out fields' frames or .hdr headers; empty means raw_dir",
+    )
+
+
+class SplitConfig(_Strict):
+    """The patch plan and its train / validation / test splits (``sgc split``)."""
+
+    patch: int = Field(64, ge=1, description="patch edge in pixels")
+    stride: int = Field(64, ge=1, description="step between patch origins in pixels")
+    seed: int = Field(0, ge=0, description="seed of the validation draw")
+    mode: Literal["auto", "fields", "rows"] = Field(
+        "auto", description="'fields': split by field lists; 'rows': one field cut in row bands; 'auto'"
+    )
+    train_fields: list[str] = Field(default_factory=list, description="train fields; empty: all others")
+    val_fields: list[str] = Field(default_factory=list, description="validation fields; empty: drawn")
+    val_fraction: float = Field(0.2, ge=0, lt=1, description="share of non-test fields drawn for validation")
+    row_fractions: tuple[float, float, float] = Field(
+        (0.7, 0.15, 0.15), description="train, val, test shares of the rows in 'rows' mode"
+    )
+    guard: int = Field(64, ge=0, description="rows left out between row bands")
+
+    @field_validator("train_fields", "val_fields")
+    @classmethod
+    def _normalise_fields(cls, value: list[str]) -> list[str]:
+        return [str(FieldId.parse(str(v))) for v in value]
+
+
 class RunConfig(_Strict):
     """The whole job that ``sgc run`` carries out.
 
@@ -99,6 +154,9 @@ class RunConfig(_Strict):
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    label: LabelConfig = Field(default_factory=LabelConfig)
+    exclude: ExcludeConfig = Field(default_factory=ExcludeConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
 
     @field_validator("test_fields")
     @classmethod
@@ -126,6 +184,11 @@ class RunConfig(_Strict):
     def store_path(self) -> Path:
         """The run's cube store."""
         return self.workdir / f"{self.name}.zarr"
+
+    @property
+    def plan_path(self) -> Path:
+        """The run's patch plan."""
+        return self.out_dir / "plan.zarr"
 
     @property
     def mirror_dir(self) -> Path:
@@ -168,13 +231,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a :class:`RunConfig` from YAML (or the defaults) and apply command-line overrides.
 
     Args:
-        path: a YAML file; ``None`` gives the built-in defaults (the offline demo).
+        path: a YAML file; ``None`` gives the built-in defaults: the offline demo, which is what
+            ``configs/demo.yaml`` spells out.
         overrides: ``dotted.key=value`` strings, applied in order.
 
     Raises:
         ConfigError: naming the file and every invalid key.
     """
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = {"test_fields": [DEMO_TEST_FIELD]}
     source = "defaults"
     if path is not None:
         source = str(path)

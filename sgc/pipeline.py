@@ -8,7 +8,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sgc.config import IngestConfig, RunConfig, SimulateConfig, config_digest, save_config
+from sgc.config import (
+    ExcludeConfig,
+    IngestConfig,
+    LabelConfig,
+    RunConfig,
+    SimulateConfig,
+    SplitConfig,
+    config_digest,
+    save_config,
+)
 from sgc.cube.ingest import IngestSummary, ingest
 from sgc.errors import SgcError
 from sgc.sdss.discover import find_raw
@@ -20,6 +29,7 @@ from sgc.sdss.simulate import simulate
 log = logging.getLogger(__name__)
 
 SIMULATE_MARKER = ".sgc-simulate.json"
+PIXEL_SCALE_ARCSEC = 0.396
 
 
 class StageFailedError(SgcError):
@@ -129,6 +139,70 @@ def stats_stage(
     return stats
 
 
+def label_stage(cfg: LabelConfig, store: Path, catalogs: list[Path]) -> None:
+    """Paint the catalogues' stars and galaxies into the store's ``label`` array."""
+    from sgc.masks.labels import LabelSettings, label_store
+
+    settings = LabelSettings(**cfg.model_dump(exclude={"catalogs"}))
+    summary = label_store(store, catalogs, settings)
+    print(summary.format())
+
+
+def exclude_stage(cfg: ExcludeConfig, store: Path, held_out: list[str], sources: list[Path]) -> None:
+    """Mark the pixels on held-out sky in the store's ``exclude`` array."""
+    from sgc.masks.exclusion import exclude_store
+
+    summary = exclude_store(store, held_out, sources, margin_arcsec=cfg.margin_arcsec)
+    print(summary.format())
+
+
+def split_stage(
+    cfg: SplitConfig, store: Path, plan_path: Path, test_fields: list[str], catalogs: list[Path]
+) -> Path:
+    """Plan 64x64 patches and their splits, write the plan and the split report beside it.
+
+    Returns:
+        The plan's path.
+    """
+    from sgc.patches.plan import SplitSpec, make_plan
+    from sgc.patches.planfile import write_plan
+    from sgc.patches.report import write_split_report
+
+    spec = SplitSpec(
+        **cfg.model_dump(exclude={"train_fields", "val_fields"}),
+        train_fields=tuple(cfg.train_fields),
+        val_fields=tuple(cfg.val_fields),
+        test_fields=tuple(test_fields),
+    )
+    plan = make_plan(store, spec)
+    write_plan(plan, plan_path)
+    report = write_split_report(
+        plan, store, plan_path.with_name(f"{plan_path.stem}-report"), catalogs=catalogs
+    )
+    print(f"plan: {plan_path}" + "".join(f"\n  {kind}: {path}" for kind, path in report.items()))
+    return plan_path
+
+
+def audit_stage(
+    store: Path, plan_path: Path, held_out: list[str], sources: list[Path], margin_arcsec: float
+) -> None:
+    """Check, independently of the masks, that no train or validation pixel lies on held-out sky.
+
+    The check uses the exclusion margin less one pixel, so a correct plan passes with room to spare.
+
+    Raises:
+        StageFailedError: naming the leaked patches.
+    """
+    from sgc.patches.audit import audit_plan
+    from sgc.patches.planfile import read_plan
+
+    margin_px = max(0.0, margin_arcsec / PIXEL_SCALE_ARCSEC - 1.0)
+    result = audit_plan(read_plan(plan_path), store, held_out, sources, margin=margin_px)
+    print(result.format())
+    if not result.ok:
+        raise StageFailedError(f"audit: {plan_path} puts train or validation pixels on held-out sky")
+
+
 @contextmanager
 def _raw_source(cfg: RunConfig, progress: bool) -> Iterator[tuple[list[FieldId], str | None]]:
     """Yield the fields to fetch and the base URL to fetch them from (``None``: nothing to fetch)."""
@@ -166,3 +240,9 @@ def run(cfg: RunConfig, progress: bool = True) -> None:
     print(f"raw data in {raw}: {inventory.format()}")
     ingest_stage(cfg.ingest, raw, cfg.store_path, progress=progress)
     stats_stage(cfg.store_path, cfg.out_dir / "stats", inventory.catalogs, raw_dir=raw)
+    catalogs = list(cfg.label.catalogs) or inventory.catalogs
+    footprints = list(cfg.exclude.footprint_sources) or [raw]
+    label_stage(cfg.label, cfg.store_path, catalogs)
+    exclude_stage(cfg.exclude, cfg.store_path, cfg.test_fields, footprints)
+    split_stage(cfg.split, cfg.store_path, cfg.plan_path, cfg.test_fields, catalogs)
+    audit_stage(cfg.store_path, cfg.plan_path, cfg.test_fields, footprints, cfg.exclude.margin_arcsec)

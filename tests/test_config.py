@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_defaults_are_the_offline_demo() -> None:
     cfg = load_config()
     assert cfg.source == "simulate"
-    assert cfg.test_fields == ["008162-6-0080"]
+    assert cfg.test_fields == ["009001-3-0012"]
+    assert RunConfig().test_fields == ["008162-6-0080"]  # the canonical test field, for real data
     assert cfg.out_dir == Path("stores/demo")
     assert cfg.resolved_raw_dir == Path("stores/demo/raw")
 
@@ -24,6 +25,17 @@ def test_defaults_are_the_offline_demo() -> None:
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
     assert cfg.name == name
+
+
+def test_demo_config_spells_out_the_defaults() -> None:
+    assert load_config(REPO / "configs" / "demo.yaml") == load_config()
+
+
+def test_demo_test_field_is_the_middle_simulated_field() -> None:
+    from sgc.sdss.names import FieldId
+    from sgc.sdss.simulate import DEFAULT_CAMCOL, DEFAULT_START_FIELD, FIRST_RUN
+
+    assert load_config().test_fields == [str(FieldId(FIRST_RUN, DEFAULT_CAMCOL, DEFAULT_START_FIELD + 1))]
 
 
 def test_dr17_config_lists_the_twelve_published_fields_with_the_test_field() -> None:

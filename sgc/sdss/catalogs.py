@@ -17,6 +17,8 @@ Whatever the kind, :func:`read_catalog` returns an :class:`astropy.table.Table` 
 - ``psf_mag``, ``model_mag``: float32 (n, 5), magnitudes per band; NaN where absent or flux not positive.
 - ``colc_r``, ``rowc_r``: float64, 0-based column and row of the object in its r frame (astropy's
   ``world_to_pixel`` convention); NaN where the file has no positions.
+- ``moment_fwhm_r``: float32, arcsec, the FWHM of a Gaussian with the object's r-band second moment
+  ``M_RR_CC`` (a size for galaxies); NaN where the file has none or it was not measured.
 
 Class comes from ``OBJC_TYPE`` (6 star, 3 galaxy). Objects of any other type (0 unknown, 1 cosmic ray,
 2 defect, 4 ghost, 5 known object, 7 trail, 8 sky) are dropped: they are neither a star nor a galaxy to
@@ -54,7 +56,11 @@ COLUMNS: tuple[str, ...] = (
     "model_mag",
     "colc_r",
     "rowc_r",
+    "moment_fwhm_r",
 )
+# FWHM of a Gaussian in units of its sigma, and the photo pipeline's pixel scale (arcsec) for M_RR_CC.
+_GAUSS_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
+_PHOTO_PIXEL_SCALE = 0.396
 
 _R_INDEX = BANDS.index("r")
 # Sweep cut-outs keep the kind in their name after extra text (calibObj-004510-4-star-fields29-31.fits).
@@ -201,8 +207,20 @@ def _catalog_table(
             "model_mag": _magnitudes(data, columns, "MODEL", n, keep, path),
             "colc_r": colc,
             "rowc_r": rowc,
+            "moment_fwhm_r": _moment_fwhm_r(data, columns, n, keep, path),
         }
     )
+
+
+def _moment_fwhm_r(
+    data: fits.FITS_rec, columns: dict[str, str], n: int, keep: np.ndarray, path: Path
+) -> np.ndarray:
+    """FWHM (arcsec) of a Gaussian with the r-band ``M_RR_CC``, NaN where absent or not measured."""
+    moment = _per_band(data, columns, "M_RR_CC", n, keep, path)[:, _R_INDEX].astype(np.float64)
+    # M_RR_CC is <x^2 + y^2> in pixels^2, which is 2 sigma^2 for a Gaussian; -9999 means not measured.
+    with np.errstate(invalid="ignore"):
+        fwhm = np.where(moment > 0, _GAUSS_FWHM * np.sqrt(moment / 2.0) * _PHOTO_PIXEL_SCALE, np.nan)
+    return fwhm.astype(np.float32)
 
 
 def _empty_catalog() -> Table:
@@ -219,6 +237,7 @@ def _empty_catalog() -> Table:
             "model_mag": bands,
             "colc_r": empty,
             "rowc_r": empty,
+            "moment_fwhm_r": np.empty(0, dtype=np.float32),
         },
         meta={"paths": [], "dropped": 0},
     )

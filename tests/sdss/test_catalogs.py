@@ -269,3 +269,12 @@ def test_unknown_kind(tmp_path: Path) -> None:
     path = _write_table(tmp_path / "catalog.fits", {"RA": [1.0], "DEC": [2.0], "OBJC_TYPE": [6]})
     with pytest.raises(ValueError, match="unknown catalogue kind"):
         read_catalog(path, kind="sweep")  # type: ignore[arg-type]
+
+
+@pytest.mark.real
+def test_moment_fwhm_of_real_stars_is_their_psf_fwhm(sdss_dir: Path) -> None:
+    table = read_catalog(sdss_dir / "calibObj" / "calibObj-004510-4-star-fields29-31.fits")
+    ok = np.isfinite(table["moment_fwhm_r"])
+    assert ok.mean() > 0.8  # -9999 (not measured) for the rest
+    ratio = np.asarray(table["moment_fwhm_r"][ok] / table["psf_fwhm"][ok, 2])
+    assert abs(np.median(ratio) - 1.0) < 0.02

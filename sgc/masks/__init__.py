@@ -1,0 +1,1 @@
+"""Per-pixel masks: label painting and test-sky exclusion, numba kernels and their Dask wrappers."""

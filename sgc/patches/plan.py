@@ -1,0 +1,416 @@
+"""Patch planning: the patch grid of every field, the train / val / test split, and the dropping rules.
+
+Two ways to split, chosen by :attr:`SplitSpec.mode` (``auto``: ``rows`` for a store of one done field,
+``fields`` otherwise):
+
+- ``fields``: whole fields go to one split. Test fields are the held-out fields that the store holds;
+  validation fields are listed, or drawn with the seed from the fields that are neither test nor listed
+  for training; training fields are listed, or every remaining field. Every field is cut on one grid:
+  origins at multiples of the stride, every patch inside the field.
+- ``rows``: one field (the real sample) is cut into bands of rows, train from row 0, then validation, then
+  test, each band's share of the rows set by :attr:`SplitSpec.row_fractions`, with :attr:`SplitSpec.guard`
+  rows between neighbouring bands that belong to no split, so an object near a band's edge is not seen by
+  two splits. Each band is cut on its own grid, anchored at its first row. A store of several fields is
+  refused: consecutive fields overlap on the sky, so one field's train band could be another's test band.
+
+Dropping rules: a train or validation patch is dropped if any of its pixels is excluded (on held-out sky)
+or not valid (not covered by all five bands). Test patches are the held-out field's (or band's) own
+patches, kept whole: they may hold invalid pixels, which the metrics leave out (label 255, or ``valid``
+false), and only a test patch without a single valid pixel is dropped.
+
+Per-patch counts read ``label``, ``valid`` and ``exclude`` with one Dask task per field (the task reads
+that field's chunks of the three arrays, never the whole store) and sum them over every window through an
+integral image, so any patch size, stride and band anchoring works. Normalisation statistics per band
+come from the train patches alone (their valid, non-excluded pixels), with the exact statistics of
+:func:`sgc.cube.stats.band_stats`.
+
+The same store and :class:`SplitSpec` give the same plan: patches are ordered by field slot, row and
+column, and the one random choice (validation fields drawn in ``fields`` mode) ranks fields by a hash
+of the seed and the field id, so it does not depend on the order fields were stored in either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from astropy.table import Table
+
+from sgc.cube.stats import band_stats
+from sgc.cube.store import done_fields, field_names, open_store
+from sgc.errors import SgcError
+from sgc.patches.planfile import COUNT_COLUMNS, SPLITS, PatchPlan, empty_table
+from sgc.sdss.names import FieldId
+
+# Label values written by the labelling stage.
+LABEL_VALUES: dict[str, int] = {"n_sky": 0, "n_star": 1, "n_galaxy": 2, "n_ignore": 255}
+# Attribute of ``label`` and ``exclude`` listing the fields they were computed for.
+COMPUTED_FIELDS_ATTR = "fields"
+# Attribute of ``exclude`` listing the held-out fields whose sky it marks.
+HELD_OUT_ATTR = "held_out"
+PIXEL_ARRAYS = ("label", "exclude")
+
+
+class PlanError(SgcError):
+    """A patch plan that cannot be made as asked (bad settings, or a store missing what it needs)."""
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How to cut a store into patches and split them.
+
+    Attributes:
+        patch: patch edge in pixels.
+        stride: step between neighbouring patch origins in pixels.
+        seed: seed of the one random choice (validation fields drawn in ``fields`` mode).
+        mode: ``auto`` (``rows`` for a single-field store, else ``fields``), ``fields`` or ``rows``.
+        train_fields: training fields; empty means every field not used otherwise (``fields`` mode).
+        val_fields: validation fields; empty means a seeded draw of ``val_fraction`` of the fields
+            that are not test fields (``fields`` mode).
+        test_fields: held-out fields; those in the store become the test split (``fields`` mode), and
+            a ``rows`` field must not be one of them.
+        val_fraction: share of non-test fields drawn for validation when ``val_fields`` is empty
+            (rounded up, so there is one wherever there are two fields or more).
+        row_fractions: train, val and test shares of a ``rows`` field's rows, guards left out; sum 1.
+        guard: rows between neighbouring bands (``rows`` mode).
+    """
+
+    patch: int = 64
+    stride: int = 64
+    seed: int = 0
+    mode: Literal["auto", "fields", "rows"] = "auto"
+    train_fields: tuple[str, ...] = ()
+    val_fields: tuple[str, ...] = ()
+    test_fields: tuple[str, ...] = ()
+    val_fraction: float = 0.2
+    row_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    guard: int = 64
+
+    def __post_init__(self) -> None:
+        if self.patch < 1 or self.stride < 1 or self.guard < 0:
+            raise PlanError(f"patch ({self.patch}) and stride ({self.stride}) must be >= 1, guard >= 0")
+        if self.mode not in ("auto", "fields", "rows"):
+            raise PlanError(f"unknown split mode {self.mode!r}: auto, fields or rows")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise PlanError(f"val_fraction {self.val_fraction} must be in [0, 1)")
+        fractions = tuple(float(f) for f in self.row_fractions)
+        if len(fractions) != 3 or min(fractions) < 0 or fractions[0] == 0 or abs(sum(fractions) - 1) > 1e-6:
+            raise PlanError(f"row_fractions {self.row_fractions}: three shares >= 0, train > 0, summing to 1")
+        object.__setattr__(self, "row_fractions", fractions)
+        for name in ("train_fields", "val_fields", "test_fields"):
+            object.__setattr__(self, name, tuple(str(FieldId.parse(str(f))) for f in getattr(self, name)))
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as a JSON-able dict."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
+        }
+
+
+def make_plan(store: str | Path, spec: SplitSpec) -> PatchPlan:
+    """Plan the patches of a store: grid, split, counts, dropping rules and train normalisation.
+
+    Args:
+        store: a cube store with ``label`` and ``exclude`` computed for its done fields.
+        spec: how to cut and split.
+
+    Returns:
+        The plan (not yet written; see :func:`sgc.patches.planfile.write_plan`).
+
+    Raises:
+        PlanError: if the store lacks ``label`` or ``exclude`` (or they were computed for other
+            fields), if the settings do not fit the store, or if no train patch is left.
+    """
+    group = open_store(store)
+    names = field_names(group)
+    done = done_fields(group)
+    if not done:
+        raise PlanError(f"{store}: no done field to plan patches on")
+    _check_pixel_arrays(group, done, spec.test_fields)
+    ny, nx = group["valid"].shape[1:]
+    assignment = assign_splits(done, spec, ny)
+    candidates = _candidates(assignment, names, (ny, nx), spec)
+    counts = patch_counts(store, candidates["field_index"], candidates["y0"], candidates["x0"], spec.patch)
+    keep, summary = _dropping_rules(candidates["split"], counts, spec.patch)
+    table = Table({**candidates, **{name: counts[name].astype(np.int32) for name in COUNT_COLUMNS}})[keep]
+    if not np.any(table["split"] == "train"):
+        raise PlanError(f"{store}: no train patch left (splits: {summary}); check the split and exclusion")
+    plan = PatchPlan(
+        table=table,
+        patch=spec.patch,
+        stride=spec.stride,
+        store=str(store),
+        store_fields=names,
+        seed=spec.seed,
+        split={"spec": spec.to_json(), "assignment": assignment},
+        normalisation={},
+        summary=summary,
+    )
+    plan.normalisation = train_normalisation(store, plan)
+    return plan
+
+
+def assign_splits(fields: Sequence[str], spec: SplitSpec, rows: int) -> dict[str, Any]:
+    """Resolve the split of a store's done fields.
+
+    Args:
+        fields: the done fields, in slot order.
+        spec: the split settings.
+        rows: rows of every field's grid.
+
+    Returns:
+        ``{"mode": "fields", "fields": {split: [field, ...]}}`` or
+        ``{"mode": "rows", "field": field, "guard": rows, "bands": {split: [first row, end row]}}``.
+
+    Raises:
+        PlanError: if the lists name fields the store does not hold done, or name one field twice, or
+            ``rows`` mode meets several fields or a held-out one.
+    """
+    mode = spec.mode if spec.mode != "auto" else ("rows" if len(fields) == 1 else "fields")
+    if mode == "rows":
+        if len(fields) != 1:
+            raise PlanError(
+                f"rows mode splits a single field, the store has {len(fields)} done fields: consecutive "
+                "fields overlap on the sky, so split them by field lists (mode: fields)"
+            )
+        if fields[0] in spec.test_fields:
+            raise PlanError(
+                f"field {fields[0]} is held out (a test field): it cannot be split into train rows"
+            )
+        bands = row_bands(rows, spec.row_fractions, spec.guard)
+        return {"mode": "rows", "field": fields[0], "guard": spec.guard, "bands": bands}
+    for name, listed in (("train_fields", spec.train_fields), ("val_fields", spec.val_fields)):
+        unknown = sorted(set(listed) - set(fields))
+        if unknown:
+            raise PlanError(f"{name} names fields the store does not hold done: {', '.join(unknown)}")
+    listed = [*spec.train_fields, *spec.val_fields, *(f for f in spec.test_fields if f in fields)]
+    twice = sorted(f for f, n in Counter(listed).items() if n > 1)
+    if twice:
+        raise PlanError(f"fields listed in more than one split: {', '.join(twice)}")
+    test = [f for f in fields if f in spec.test_fields]
+    val = [f for f in fields if f in spec.val_fields] or _draw_val(fields, test, spec)
+    train = [f for f in fields if f in spec.train_fields] or [f for f in fields if f not in {*val, *test}]
+    return {"mode": "fields", "fields": {"train": train, "val": val, "test": test}}
+
+
+def row_bands(rows: int, fractions: Sequence[float], guard: int) -> dict[str, list[int]]:
+    """Split ``rows`` rows into train, val and test bands with ``guard`` rows between neighbours.
+
+    Splits with a zero share get no band (and no guard).
+
+    Returns:
+        ``{split: [first row, end row]}`` (end exclusive), in row order.
+
+    Raises:
+        PlanError: if the guards leave no rows.
+    """
+    active = [(split, f) for split, f in zip(SPLITS, fractions, strict=True) if f > 0]
+    usable = rows - guard * (len(active) - 1)
+    if usable <= 0:
+        raise PlanError(f"{rows} rows leave no room for {len(active)} bands with guards of {guard} rows")
+    bands: dict[str, list[int]] = {}
+    share = 0.0
+    start = 0
+    for k, (split, fraction) in enumerate(active):
+        share += fraction
+        stop = round(share * usable) if k < len(active) - 1 else usable
+        bands[split] = [start + k * guard, stop + k * guard]
+        start = stop
+    return bands
+
+
+def patch_origins(
+    rows: tuple[int, int], columns: int, patch: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Origins of every patch inside rows ``[first, end)`` and columns ``[0, columns)``, row-major.
+
+    Origins step by ``stride`` from the first row and column 0; the last origin along each axis is the
+    last one whose patch still fits.
+    """
+    ys = np.arange(rows[0], rows[1] - patch + 1, stride, dtype=np.int64)
+    xs = np.arange(0, columns - patch + 1, stride, dtype=np.int64)
+    y0, x0 = np.meshgrid(ys, xs, indexing="ij")
+    return y0.ravel(), x0.ravel()
+
+
+def patch_counts(
+    store: str | Path, field_index: np.ndarray, y0: np.ndarray, x0: np.ndarray, patch: int
+) -> dict[str, np.ndarray]:
+    """Pixel counts of each patch: label classes, invalid and excluded pixels (:data:`COUNT_COLUMNS`).
+
+    One Dask task per field reads the field's ``label``, ``valid`` and ``exclude`` and counts every one
+    of its patches; tasks run on the current Dask scheduler.
+
+    Args:
+        store: the cube store.
+        field_index, y0, x0: slot and origin of each patch.
+        patch: patch edge.
+
+    Returns:
+        For each count column, an int64 array in the order of the patches given.
+    """
+    field_index = np.asarray(field_index, dtype=np.int64)
+    order = np.argsort(field_index, kind="stable")
+    slots, starts = np.unique(field_index[order], return_index=True)
+    groups = np.split(order, starts[1:]) if len(order) else []
+    tasks = [
+        dask.delayed(_field_counts)(str(store), int(slot), np.asarray(y0)[rows], np.asarray(x0)[rows], patch)
+        for slot, rows in zip(slots, groups, strict=True)
+    ]
+    counts = np.zeros((len(field_index), len(COUNT_COLUMNS)), dtype=np.int64)
+    for rows, result in zip(groups, dask.compute(*tasks), strict=True):
+        counts[rows] = result
+    return {name: counts[:, k] for k, name in enumerate(COUNT_COLUMNS)}
+
+
+def window_sums(mask: np.ndarray, y0: np.ndarray, x0: np.ndarray, patch: int) -> np.ndarray:
+    """Number of true pixels of ``mask`` in each ``patch`` x ``patch`` window at ``(y0, x0)``."""
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    table[1:, 1:] = mask.cumsum(axis=0, dtype=np.int64).cumsum(axis=1)
+    y1, x1 = y0 + patch, x0 + patch
+    return table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+
+
+def coverage(shape: tuple[int, int], y0: np.ndarray, x0: np.ndarray, patch: int) -> np.ndarray:
+    """Boolean mask of the pixels covered by at least one of the patches."""
+    covered = np.zeros(shape, dtype=bool)
+    for y, x in zip(np.asarray(y0).tolist(), np.asarray(x0).tolist(), strict=True):
+        covered[y : y + patch, x : x + patch] = True
+    return covered
+
+
+def train_normalisation(store: str | Path, plan: PatchPlan) -> dict[str, dict[str, Any]]:
+    """Per-band statistics of the valid, non-excluded pixels of the train patches, and of nothing else.
+
+    A pixel covered by several train patches counts once. One Dask task per train field builds its
+    mask; the statistics are :func:`sgc.cube.stats.band_stats`'s (exact median and MAD).
+
+    Returns:
+        For each band, the dict :func:`~sgc.cube.stats.band_stats` gives (``count``, ``mean``,
+        ``std``, ``median``, ``mad``, ``robust_sigma``, ...).
+    """
+    table = plan.table
+    # One Dask chunk per field, as in sgc.cube.stats: few, large partial results.
+    ds = xr.open_zarr(store, consolidated=False, chunks={"field": 1, "band": -1, "y": -1, "x": -1})
+    shape = ds["valid"].shape[1:]
+    slots, masks = [], []
+    for rows in plan.field_rows(("train",)).values():
+        slots.append(int(table["field_index"][rows[0]]))
+        y0, x0 = np.asarray(table["y0"])[rows], np.asarray(table["x0"])[rows]
+        task = dask.delayed(_train_pixels)(str(store), slots[-1], y0, x0, plan.patch)
+        masks.append(da.from_delayed(task, shape=shape, dtype=bool))
+    pixels = da.where(da.stack(masks)[:, None], ds["image"].data[np.asarray(slots)], np.float32(np.nan))
+    bands = [str(b) for b in ds["band"].values]
+    return dict(zip(bands, band_stats(pixels), strict=True))
+
+
+def _check_pixel_arrays(group: zarr.Group, fields: Sequence[str], held_out: Sequence[str]) -> None:
+    """``label`` and ``exclude`` must exist and, where their attributes say, have been computed for
+    every field, and ``exclude`` for (at least) the held-out fields of the split."""
+    for name in PIXEL_ARRAYS:
+        if name not in group:
+            raise PlanError(f"the store has no {name!r} array: run the stage that computes it first")
+        computed = group[name].attrs.get(COMPUTED_FIELDS_ATTR)
+        if computed is not None:
+            missing = sorted(set(fields) - {str(f) for f in computed})
+            if missing:
+                raise PlanError(f"{name!r} was not computed for field(s) {', '.join(missing)}: recompute it")
+    excluded_for = group["exclude"].attrs.get(HELD_OUT_ATTR)
+    if excluded_for is not None:
+        missing = sorted(set(held_out) - {str(FieldId.parse(str(f))) for f in excluded_for})
+        if missing:
+            raise PlanError(
+                f"'exclude' does not hold out {', '.join(missing)}, a test field of this split: recompute it"
+            )
+
+
+def _draw_val(fields: Sequence[str], test: Sequence[str], spec: SplitSpec) -> list[str]:
+    """Validation fields drawn with the seed from the fields that are neither test nor listed for train."""
+    pool = [f for f in fields if f not in test and f not in spec.train_fields]
+    usable = len(fields) - len(test)
+    wanted = math.ceil(spec.val_fraction * usable)
+    if not spec.train_fields:
+        wanted = min(wanted, usable - 1)  # leave at least one field to train on
+    # A hash of seed and field id: the same fields are drawn whatever order the store holds them in.
+    ranked = sorted(pool, key=lambda f: hashlib.sha256(f"{spec.seed}:{f}".encode()).hexdigest())
+    drawn = set(ranked[: max(0, min(wanted, len(pool)))])
+    return [f for f in fields if f in drawn]
+
+
+def _candidates(
+    assignment: dict[str, Any], names: Sequence[str], shape: tuple[int, int], spec: SplitSpec
+) -> dict[str, np.ndarray]:
+    """Every patch the split allows, before the dropping rules, ordered by slot, row and column."""
+    ny, nx = shape
+    parts: list[tuple[str, str, tuple[np.ndarray, np.ndarray]]] = []
+    if assignment["mode"] == "rows":
+        for split, (first, end) in assignment["bands"].items():
+            parts.append(
+                (assignment["field"], split, patch_origins((first, end), nx, spec.patch, spec.stride))
+            )
+    else:
+        split_of = {f: split for split, fields in assignment["fields"].items() for f in fields}
+        for name in names:
+            if name in split_of:
+                parts.append((name, split_of[name], patch_origins((0, ny), nx, spec.patch, spec.stride)))
+    if not parts:
+        return {
+            name: np.asarray(empty_table()[name]) for name in ("field", "field_index", "y0", "x0", "split")
+        }
+    slot = {name: k for k, name in enumerate(names)}
+    return {
+        "field": np.concatenate([np.full(len(y0), f) for f, _, (y0, _) in parts]),
+        "field_index": np.concatenate([np.full(len(y0), slot[f], np.int32) for f, _, (y0, _) in parts]),
+        "y0": np.concatenate([y0 for _, _, (y0, _) in parts]).astype(np.int32),
+        "x0": np.concatenate([x0 for _, _, (_, x0) in parts]).astype(np.int32),
+        "split": np.concatenate([np.full(len(y0), s) for _, s, (y0, _) in parts]),
+    }
+
+
+def _dropping_rules(
+    split: np.ndarray, counts: dict[str, np.ndarray], patch: int
+) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+    """Which candidates to keep, and per split how many there were and why others were dropped.
+
+    Train and val: no excluded and no invalid pixel. Test: at least one valid pixel.
+    """
+    excluded = counts["n_excluded"] > 0
+    invalid = counts["n_invalid"] > 0
+    is_test = split == "test"
+    keep = np.where(is_test, counts["n_invalid"] < patch * patch, ~(excluded | invalid))
+    summary = {}
+    for name in SPLITS:
+        mine = split == name
+        summary[name] = {
+            "candidates": int(mine.sum()),
+            "kept": int((mine & keep).sum()),
+            "dropped_excluded": int((mine & ~keep & excluded & ~is_test).sum()),
+            "dropped_invalid": int((mine & ~keep & ~(excluded & ~is_test)).sum()),
+        }
+    return keep, summary
+
+
+def _field_counts(store: str, slot: int, y0: np.ndarray, x0: np.ndarray, patch: int) -> np.ndarray:
+    """The count columns of one field's patches, read from its slot of the store."""
+    group = zarr.open_group(store, mode="r", zarr_format=3)
+    label = group["label"][slot]
+    masks = [label == value for value in LABEL_VALUES.values()]
+    masks += [~group["valid"][slot], group["exclude"][slot]]
+    return np.stack([window_sums(mask, y0, x0, patch) for mask in masks], axis=1)
+
+
+def _train_pixels(store: str, slot: int, y0: np.ndarray, x0: np.ndarray, patch: int) -> np.ndarray:
+    """Pixels of one field that train patches cover and that are valid and not excluded."""
+    group = zarr.open_group(store, mode="r", zarr_format=3)
+    valid = group["valid"][slot]
+    return coverage(valid.shape, y0, x0, patch) & valid & ~group["exclude"][slot]
