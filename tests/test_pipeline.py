@@ -12,6 +12,7 @@ from sgc.cli import app
 from sgc.sdss.discover import find_raw
 
 runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -52,6 +53,7 @@ def test_demo_downloads_the_simulated_mirror_byte_for_byte(demo_run: Path) -> No
     assert (demo_run / "sgc-run.yaml").is_file()
     assert (raw / "sgc-download.yaml").is_file()
     assert (mirror / "sgc-simulate.yaml").is_file()
+    assert (demo_run / "plan.zarr").is_dir() and (demo_run / "stats" / "stats.json").is_file()
 
 
 @pytest.mark.slow
@@ -80,10 +82,29 @@ def test_sdss_source_without_fields_is_a_clear_error(tmp_path: Path) -> None:
     assert "download.fields" in result.output
 
 
-def test_local_source_reports_the_real_sample(sdss_dir: Path, tmp_path: Path) -> None:
-    raw = sdss_dir / "003918-3-0213"
+def test_sample_config_runs_every_stage_on_the_real_sample(sdss_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["run", "--set", f"workdir={tmp_path}", "--set", "source=local", "--set", f"raw_dir={raw}"]
+        app,
+        [
+            "run",
+            str(REPO / "configs" / "sample.yaml"),
+            "--quiet",
+            "--set",
+            f"workdir={tmp_path}",
+            "--set",
+            f"raw_dir={sdss_dir / '003918-3-0213'}",
+            "--set",
+            f"exclude.footprint_sources=[{sdss_dir / 'headers'}]",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "1 field(s) with all five bands, 1 catalogue file(s)" in result.output
+    assert "137 stars, 181 galaxies" in result.output  # one star lies past the i grid's 745 rows
+    assert "OK, no patch touches held-out sky" in result.output
+    for path in (
+        "sample.zarr",
+        "sample/stats/stats.json",
+        "sample/plan.zarr",
+        "sample/plan-report/patch_grid.png",
+    ):
+        assert (tmp_path / path).exists(), path
