@@ -44,7 +44,8 @@ def ensure_fields(raw: Path, n_fields: int) -> list[dict[str, Path]]:
     """Simulate ``n_fields`` fields into ``raw`` unless they are there; return their band paths."""
     inv = find_raw(raw) if raw.is_dir() else None
     if inv is None or len(inv.complete) < n_fields:
-        shutil.rmtree(raw, ignore_errors=True)
+        if raw.exists() and any(raw.iterdir()):
+            raise SystemExit(f"{raw}: holds fewer than {n_fields} fields; give an empty or new --raw folder")
         print(f"simulating {n_fields} fields into {raw} ...")
         simulate(raw, n_fields=n_fields, seed=11, progress=True)
         inv = find_raw(raw)

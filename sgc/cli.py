@@ -81,7 +81,7 @@ def run(config: ConfigArg = None, overrides: SetOpt = None, quiet: QuietOpt = Fa
     start = time.perf_counter()
     try:
         run_pipeline(cfg, progress=not quiet)
-    except SgcError as exc:
+    except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"done in {time.perf_counter() - start:.1f} s: outputs in {cfg.out_dir}")
 
@@ -111,7 +111,7 @@ def simulate(
     cfg = _config(config, overrides, "simulate", fields=fields, seed=seed, runs=runs)
     try:
         done = simulate_stage(cfg.simulate, out, progress=not quiet)
-    except SgcError as exc:
+    except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"{len(done)} field(s) in {out}: {', '.join(str(f) for f in done)}")
 
@@ -144,7 +144,9 @@ def download(
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="parallel downloads")] = None,
     retries: Annotated[int | None, typer.Option(help="retries per file")] = None,
     timeout: Annotated[float | None, typer.Option(help="seconds without data before retrying")] = None,
-    catalogs: Annotated[bool, typer.Option(help="also fetch calibObj star/gal files")] = True,
+    catalogs: Annotated[
+        bool | None, typer.Option("--catalogs/--no-catalogs", help="also fetch calibObj star/gal files")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
@@ -167,7 +169,7 @@ def download(
     wanted = [FieldId.parse(f) for f in cfg.download.fields]
     try:
         download_stage(cfg, wanted, cfg.download.base_url, progress=not quiet)
-    except SgcError as exc:
+    except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
 
 
@@ -213,7 +215,7 @@ def ingest(
     )
     try:
         ingest_stage(cfg.ingest, raw_dir, store, progress=not quiet)
-    except SgcError as exc:
+    except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
 
 
@@ -235,7 +237,7 @@ def stats(
     out = out or store.with_name(f"{store.stem}-stats")
     try:
         stats_stage(store, out, _catalog_paths(catalogs), raw_dir=raw, field=field)
-    except SgcError as exc:
+    except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
 
 
@@ -267,7 +269,7 @@ def label(
     cfg = _config(config, overrides, "label", mode=mode)
     try:
         label_stage(cfg.label, store, _catalog_paths(catalogs))
-    except SgcError as exc:
+    except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
 
 
@@ -291,8 +293,8 @@ def exclude(
     from sgc.pipeline import exclude_stage
 
     cfg = _config(config, overrides, "exclude", margin_arcsec=margin, footprint_sources=footprints or None)
-    sources = list(cfg.exclude.footprint_sources) or [store.parent]
     try:
+        sources = list(cfg.exclude.footprint_sources) or _raw_dir_of(store)
         held = [str(FieldId.parse(f)) for f in held_out] if held_out else cfg.test_fields
         exclude_stage(cfg.exclude, store, held, sources)
     except (SgcError, ValueError) as exc:
@@ -318,7 +320,7 @@ def split(
     plan = out or store.with_name(f"{store.stem}-plan.zarr")
     try:
         split_stage(cfg.split, store, plan, cfg.test_fields, _catalog_paths(catalogs))
-    except SgcError as exc:
+    except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
 
 
@@ -326,21 +328,40 @@ def split(
 def audit(
     store: Annotated[Path, typer.Argument(help="the cube store")],
     plan: Annotated[Path, typer.Argument(help="the patch plan")],
+    held_out: Annotated[
+        list[str] | None, typer.Option("--held-out", help="held-out field ids (default: those excluded)")
+    ] = None,
+    margin: Annotated[
+        float | None, typer.Option(help="exclusion margin, arcsec (default: the one excluded with)")
+    ] = None,
     footprints: Annotated[
         list[Path] | None,
         typer.Option(
             "--footprints", help="folders or files with the held-out fields' frames or .hdr headers"
         ),
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
-    overrides: SetOpt = None,
 ) -> None:
     """Check, without the masks, that no train or validation pixel is on held-out sky (exit 1 if one is)."""
+    from sgc.cube.store import open_store
     from sgc.pipeline import audit_stage
 
-    cfg = _config(config, overrides, "exclude", footprint_sources=footprints or None)
-    sources = list(cfg.exclude.footprint_sources) or [store.parent]
     try:
-        audit_stage(store, plan, cfg.test_fields, sources, cfg.exclude.margin_arcsec)
-    except SgcError as exc:
+        group = open_store(store)
+        excluded = dict(group["exclude"].attrs) if "exclude" in group else {}
+        fields = [str(FieldId.parse(f)) for f in held_out] if held_out else excluded.get("held_out")
+        margin = margin if margin is not None else excluded.get("margin_arcsec")
+        if not fields or margin is None:
+            raise SgcError(f"{store}: no exclusion recorded; give --held-out and --margin")
+        audit_stage(store, plan, fields, footprints or _raw_dir_of(store), margin)
+    except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
+
+
+def _raw_dir_of(store: Path) -> list[Path]:
+    """The raw folder the store was ingested from, where held-out frames are looked for by default."""
+    from sgc.cube.store import open_store
+
+    raw = open_store(store).attrs.get("raw_dir")
+    if raw is None:
+        raise SgcError(f"{store}: no raw folder recorded; give --footprints")
+    return [Path(raw)]

@@ -22,3 +22,10 @@ def sdss_dir() -> Path:
     if not (path / "003918-3-0213").is_dir():
         pytest.skip(f"real SDSS sample not found at {path} (set SGC_SDSS_DIR to its folder)")
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reads the real sample ``real``, for ``-m real`` and ``-m "not real"``."""
+    for item in items:
+        if "sdss_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real)

@@ -16,8 +16,20 @@ REPO = Path(__file__).resolve().parents[1]
 def test_help_lists_every_stage() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for stage in ("run", "simulate", "serve", "download", "config"):
-        assert stage in result.output
+    commands = (
+        "run",
+        "config",
+        "simulate",
+        "serve",
+        "download",
+        "ingest",
+        "stats",
+        "label",
+        "exclude",
+        "split",
+    )
+    for command in (*commands, "audit"):
+        assert f" {command} " in result.output, command
 
 
 def test_config_prints_the_resolved_config_with_overrides() -> None:

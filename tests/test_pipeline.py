@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,10 @@ def test_rerun_skips_what_is_complete(demo_run: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "skipped" in result.output
+    assert re.search(r"^downloaded\s+0\s", result.output, re.M) and re.search(
+        r"^skipped\s+12\s", result.output, re.M
+    )
+    assert "0 field(s) stored, 2 already done" in result.output
     assert {p: p.stat().st_mtime_ns for p in (demo_run / "raw").rglob("*.fits*")} == before
 
 
@@ -82,6 +86,7 @@ def test_sdss_source_without_fields_is_a_clear_error(tmp_path: Path) -> None:
     assert "download.fields" in result.output
 
 
+@pytest.mark.slow
 def test_sample_config_runs_every_stage_on_the_real_sample(sdss_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app,

@@ -149,10 +149,10 @@ def ingest_field(
             "sgc": __version__,
         }
         write_field(store, slot, image, valid, frames[REFERENCE_BAND].header.tostring(), source)
-    except (InputFileError, ValueError) as exc:
-        return FieldResult(
-            field_id, "failed", time.perf_counter() - start, str(exc), peak_rss_mb=_peak_rss_mb()
-        )
+    except Exception as exc:  # any failure is this field's alone: report it, let the others carry on
+        named = isinstance(exc, (InputFileError, ValueError))  # these already name the file
+        error = str(exc) if named else f"{type(exc).__name__}: {exc}"
+        return FieldResult(field_id, "failed", time.perf_counter() - start, error, peak_rss_mb=_peak_rss_mb())
     finally:
         _release_memory()
     return FieldResult(
@@ -252,19 +252,25 @@ def plan_ingest(raw_dir: Path, fields: list[str]) -> tuple[dict[str, dict[str, s
     return complete, incomplete
 
 
-def _prepare_store(store: Path, first_reference: str, cfg: IngestConfig) -> None:
+def _prepare_store(store: Path, complete: dict[str, dict[str, str]], cfg: IngestConfig) -> None:
+    """Create the store, its grid taken from the first i frame whose header reads; refuse a non-store."""
     if store.exists():
-        open_store(store)  # refuses anything that is not a cube store
+        open_store(store)
         return
-    header = read_frame_header(first_reference)
-    layout = StoreLayout(
-        shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
-        chunk=cfg.chunk,
-        codec=cfg.codec,
-        clevel=cfg.clevel,
-        dtype=cfg.dtype,
-    )
-    create_store(store, layout)
+    problems = []
+    for paths in complete.values():
+        try:
+            header = read_frame_header(paths[REFERENCE_BAND])
+            shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        except (InputFileError, KeyError, ValueError) as exc:
+            problems.append(str(exc))
+            continue
+        layout = StoreLayout(
+            shape=shape, chunk=cfg.chunk, codec=cfg.codec, clevel=cfg.clevel, dtype=cfg.dtype
+        )
+        create_store(store, layout)
+        return
+    raise IngestError(f"{store}: no i frame readable to set the grid: {'; '.join(problems)}")
 
 
 def ingest(
@@ -282,7 +288,8 @@ def ingest(
         IngestError: if nothing can be ingested, or under ``cfg.strict`` at the first bad field (fields
             stored before it are kept).
     """
-    raw_dir, store = Path(raw_dir), Path(store)
+    # Absolute paths: workers of a remote cluster do not share the client's working directory.
+    raw_dir, store = Path(raw_dir).resolve(), Path(store).resolve()
     complete, incomplete = plan_ingest(raw_dir, cfg.fields)
     if not complete and not incomplete:
         raise IngestError(f"{raw_dir}: no SDSS frames (frame-BAND-RRRRRR-C-FFFF.fits[.bz2]) found")
@@ -291,7 +298,7 @@ def ingest(
         raise IngestError(f"field {first[0]}: missing band(s) {', '.join(first[1])} (--strict)")
     results: list[FieldResult] = []
     if complete:
-        _prepare_store(store, next(iter(complete.values()))[REFERENCE_BAND], cfg)
+        _prepare_store(store, complete, cfg)
     group = open_store(store, mode="r+") if store.exists() else None
     done = set(done_fields(group)) if group is not None else set()
     todo = {f: p for f, p in sorted(complete.items()) if f not in done}
@@ -302,7 +309,7 @@ def ingest(
         results += _run_tasks(store, todo, slots, cfg, progress, on_result)
     summary = IngestSummary(store, results, incomplete)
     if group is not None:
-        _record_provenance(store, summary, cfg)
+        _record_provenance(store, raw_dir, summary, cfg)
     return summary
 
 
@@ -331,8 +338,14 @@ def _run_tasks(
             for f, paths in todo.items()
         ]
         bar = tqdm(total=len(futures), unit="field", desc="ingest", disable=not progress)
+        names = {future.key: f for future, f in zip(futures, todo, strict=True)}
         for future in as_completed(futures):
-            result = future.result()
+            try:
+                result = future.result()
+            except Exception as exc:  # the worker died or the task could not run
+                result = FieldResult(
+                    names[future.key], "failed", error=f"task failed: {type(exc).__name__}: {exc}"
+                )
             results.append(result)
             bar.update()
             if on_result is not None:
@@ -346,12 +359,13 @@ def _run_tasks(
     return results
 
 
-def _record_provenance(store: Path, summary: IngestSummary, cfg: IngestConfig) -> None:
-    """Write the store-level attributes: versions, config and the last run's outcome (metadata only)."""
+def _record_provenance(store: Path, raw_dir: Path, summary: IngestSummary, cfg: IngestConfig) -> None:
+    """Write the store-level attributes: versions, config, raw folder and the last run's outcome."""
     group = open_store(store, mode="r+")
     group.attrs.update(
         {
             "sgc_version": __version__,
+            "raw_dir": str(raw_dir),
             "ingest_config": cfg.model_dump(mode="json"),
             "fields_done": done_fields(group),
             "last_ingest": {

@@ -144,7 +144,7 @@ def done_fields(group: zarr.Group) -> list[str]:
     names = field_names(group)
     if not names:
         return []
-    done = group["done"][:]
+    done = group["done"][: len(names)]
     return [name for name, ok in zip(names, done, strict=True) if ok]
 
 
@@ -159,10 +159,17 @@ def allocate_fields(group: zarr.Group, fields: Sequence[str]) -> dict[str, int]:
     new = [f for f in dict.fromkeys(fields) if f not in index]
     if new:
         total = len(names) + len(new)
-        # Every array along ``field`` grows, including those later stages added (labels, masks).
-        for _, array in group.arrays():
-            if array.metadata.dimension_names and array.metadata.dimension_names[0] == "field":
+        # Every array along ``field`` grows, including those later stages added (labels, masks); the
+        # ``field`` coordinate last, so a run killed in between leaves the store as it was (longer arrays
+        # are cut to the coordinate's length when read, and resized to the same length next time).
+        for name, array in group.arrays():
+            if (
+                name != "field"
+                and array.metadata.dimension_names
+                and array.metadata.dimension_names[0] == "field"
+            ):
                 array.resize((total, *array.shape[1:]))
+        group["field"].resize((total,))
         group["field"][len(names) :] = np.array(new)
         index.update({f: len(names) + i for i, f in enumerate(new)})
     return {f: index[f] for f in fields}
