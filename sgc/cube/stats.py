@@ -36,15 +36,14 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
-from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 from dask.delayed import Delayed
 
-from sgc.cube.store import field_names, open_store
+from sgc.cube.store import field_names, open_store, parse_field_wcs
 from sgc.sdss.catalogs import read_catalogs
-from sgc.sdss.frames import frame_wcs
 from sgc.sdss.names import FieldId
+from sgc.sky import unit_vectors
 
 ROBUST_SIGMA_PER_MAD = 1.4826
 PERCENTILES: tuple[float, ...] = (0.5, 99.5)
@@ -224,7 +223,7 @@ def _objects_in_field(
     table: Table, wcs_text: str, valid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row indices of ``table`` whose rounded pixel position on this grid is valid, and that ``x``, ``y``."""
-    wcs = frame_wcs(fits.Header.fromstring(wcs_text))
+    wcs = parse_field_wcs(wcs_text)
     ny, nx = valid.shape
     near = np.flatnonzero(_within_cone(table, wcs, ny, nx))
     fx, fy = wcs.world_to_pixel_values(np.asarray(table["ra"])[near], np.asarray(table["dec"])[near])
@@ -245,14 +244,9 @@ def _within_cone(table: Table, wcs: WCS, ny: int, nx: int) -> np.ndarray:
     ra, dec = wcs.pixel_to_world_values(
         np.array([(nx - 1) / 2, -1, nx, -1, nx]), np.array([(ny - 1) / 2, -1, -1, ny, ny])
     )
-    points = _unit_vectors(ra, dec)
+    points = unit_vectors(ra, dec)
     cos_radius = float(np.min(points[1:] @ points[0]))
-    return _unit_vectors(np.asarray(table["ra"]), np.asarray(table["dec"])) @ points[0] >= cos_radius
-
-
-def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    ra, dec = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+    return unit_vectors(np.asarray(table["ra"]), np.asarray(table["dec"])) @ points[0] >= cos_radius
 
 
 def _keys(values: np.ndarray) -> np.ndarray:

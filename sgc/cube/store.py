@@ -25,9 +25,12 @@ from typing import Any
 
 import numpy as np
 import zarr
+from astropy.io import fits
+from astropy.wcs import WCS
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from sgc.errors import SgcError
+from sgc.sdss.frames import frame_wcs
 from sgc.sdss.names import BANDS
 
 FIELD_ARRAYS = ("image", "valid", "wcs", "source", "done")
@@ -137,6 +140,28 @@ def store_layout(group: zarr.Group) -> StoreLayout:
 def field_names(group: zarr.Group) -> list[str]:
     """Field ids of every slot, in store order."""
     return [str(f) for f in group["field"][:]] if group["field"].shape[0] else []
+
+
+def parse_field_wcs(text: str, where: str = "<stored wcs>") -> WCS:
+    """The celestial WCS of a stored grid from its header text (the ``wcs`` array's values).
+
+    Raises:
+        InputFileError: naming ``where`` if the text holds no usable celestial WCS.
+    """
+    return frame_wcs(fits.Header.fromstring(text), where)
+
+
+def field_wcs(group: zarr.Group, slot: int) -> WCS:
+    """The celestial WCS of the grid a field is stored on.
+
+    Raises:
+        StoreError: if the slot holds no field yet (not done).
+    """
+    text = str(group["wcs"][slot])
+    where = f"{group.store_path}:wcs[{field_names(group)[slot]}]"
+    if not text:
+        raise StoreError(f"{where}: no stored WCS (the field is not done)")
+    return parse_field_wcs(text, where)
 
 
 def done_fields(group: zarr.Group) -> list[str]:

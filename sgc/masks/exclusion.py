@@ -23,14 +23,12 @@ from typing import Any
 
 import numpy as np
 import zarr
-from astropy.io import fits
 from astropy.wcs import WCS
 
 from sgc import __version__
-from sgc.cube.store import done_fields, ensure_pixel_array, field_names, open_store
+from sgc.cube.store import done_fields, ensure_pixel_array, field_names, field_wcs, open_store
 from sgc.masks.footprint import Footprint, PixelPolygons, find_footprints, grid_polygons
 from sgc.masks.polygon import fill_polygons
-from sgc.sdss.frames import frame_wcs
 from sgc.sdss.names import BANDS
 
 EXCLUDE = "exclude"
@@ -138,7 +136,7 @@ def exclude_store(
     chunks = da.core.normalize_chunks(target.chunks, (1, *shape))
     blocks, regions, counted = [], [], []
     for name in todo:
-        wcs = frame_wcs(fits.Header.fromstring(str(group["wcs"][slots[name]])), f"{store}:wcs[{name}]")
+        wcs = field_wcs(group, slots[name])
         polygons = grid_polygons(list(footprints.values()), wcs, shape)
         if polygons is None:
             # Far from every footprint. The slot holds the fill value, as it was never written under these

@@ -42,6 +42,7 @@ from sgc.cube.store import done_fields, field_names
 from sgc.errors import InputFileError, SgcError
 from sgc.sdss.frames import frame_wcs, read_frame_header
 from sgc.sdss.names import BANDS, FieldId, FieldIdError, parse_frame_name
+from sgc.sky import unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Footprint:
         Between vertices a few pixels apart the outline stays within the cap holding them (a cap is convex on
         the sphere).
         """
-        vectors = _unit_vectors(*np.concatenate(self.polygons).T)
+        vectors = unit_vectors(*np.concatenate(self.polygons).T)
         centre = vectors.mean(axis=0)
         centre /= np.linalg.norm(centre)
         return centre, float(np.degrees(np.arccos(np.clip(vectors @ centre, -1.0, 1.0)).max()))
@@ -301,14 +302,9 @@ def _grid_cap(wcs: WCS, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
     rows, cols = shape
     x = np.array([(cols - 1) / 2, -0.5, cols - 0.5, cols - 0.5, -0.5])
     y = np.array([(rows - 1) / 2, -0.5, -0.5, rows - 0.5, rows - 0.5])
-    vectors = _unit_vectors(*wcs.pixel_to_world_values(x, y))
+    vectors = unit_vectors(*wcs.pixel_to_world_values(x, y))
     radius = np.degrees(np.arccos(np.clip(vectors[1:] @ vectors[0], -1.0, 1.0)).max())
     return vectors[0], float(radius)
-
-
-def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    ra_r, dec_r = np.radians(ra), np.radians(dec)
-    return np.column_stack([np.cos(dec_r) * np.cos(ra_r), np.cos(dec_r) * np.sin(ra_r), np.sin(dec_r)])
 
 
 def _index_sources(sources: Sequence[str | Path]) -> dict[tuple[str, str], Path]:

@@ -43,19 +43,18 @@ from typing import Literal
 
 import dask.array as da
 import numpy as np
-from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.spatial import cKDTree
 
 from sgc import __version__
-from sgc.cube.store import ensure_pixel_array, field_names, open_store
+from sgc.cube.store import ensure_pixel_array, field_names, field_wcs, open_store
 from sgc.errors import SgcError
 from sgc.masks.paint import GALAXY, IGNORE, SKY, STAR, paint_disks, paint_order
 from sgc.sdss.catalogs import read_catalogs
-from sgc.sdss.frames import frame_wcs
 from sgc.sdss.names import BANDS
+from sgc.sky import unit_vectors
 
 LABEL_ARRAY = "label"
 CLASSES = {"sky": SKY, "star": STAR, "galaxy": GALAXY, "ignore": IGNORE}
@@ -219,12 +218,12 @@ def label_store(
     objects = np.empty(valid.numblocks, dtype=object)
     objects.fill(_EMPTY)
     ra, dec = np.asarray(table["ra"]), np.asarray(table["dec"])
-    tree = cKDTree(_unit_vectors(ra, dec))
+    tree = cKDTree(unit_vectors(ra, dec))
     on_field = np.zeros(len(table), dtype=bool)
     painted = {}
     ring = settings.ignore_ring_px if settings.mode == "disk" else 0.0
     for slot in slots:
-        wcs = frame_wcs(fits.Header.fromstring(str(group["wcs"][slot])))
+        wcs = field_wcs(group, slot)
         near = _near_field(tree, wcs, valid.shape[1:], settings)
         y, x, radius, cls, centred = _field_objects(table[near], wcs, valid.shape[1:], settings)
         on_field[near[centred]] = True
@@ -266,17 +265,12 @@ def label_store(
     return LabelSummary(store, paths, len(table), painted, int(np.count_nonzero(~on_field)))
 
 
-def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    ra, dec = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
-
-
 def _near_field(tree: cKDTree, wcs: WCS, shape: tuple[int, int], settings: LabelSettings) -> np.ndarray:
     """Indices of the catalogue objects within reach of a field: its corners' circle plus the largest disk."""
     ny, nx = shape
     xs = np.array([(nx - 1) / 2, -0.5, nx - 0.5, -0.5, nx - 0.5])
     ys = np.array([(ny - 1) / 2, -0.5, -0.5, ny - 0.5, ny - 0.5])
-    vectors = _unit_vectors(*wcs.pixel_to_world_values(xs, ys))
+    vectors = unit_vectors(*wcs.pixel_to_world_values(xs, ys))
     scale = float(np.mean(proj_plane_pixel_scales(wcs)))  # degrees per pixel
     margin = np.radians((settings.max_radius_px + settings.ignore_ring_px + 2) * scale)
     angle = max(math.acos(min(float(vectors[0] @ v), 1.0)) for v in vectors[1:]) + margin

@@ -29,16 +29,16 @@ from pathlib import Path
 import dask
 import numpy as np
 import zarr
-from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from sgc.cube.store import field_names, open_store
+from sgc.cube.store import field_names, open_store, parse_field_wcs
 from sgc.errors import SgcError
 from sgc.patches.planfile import PatchPlan
 from sgc.sdss.frames import frame_wcs, read_frame_header
 from sgc.sdss.names import BANDS, FieldId
+from sgc.sky import unit_vectors
 
 HEADER_SUFFIXES = (".hdr", ".txt", ".fits", ".fits.bz2", ".fits.gz")
 AUDITED_SPLITS = ("train", "val")
@@ -326,7 +326,7 @@ def _inside(region: HeldOutRegion, wcs: WCS, ra: np.ndarray, dec: np.ndarray, ma
 
 
 def _wcs(header: str) -> WCS:
-    return frame_wcs(fits.Header.fromstring(header))
+    return parse_field_wcs(header)
 
 
 def _circle(wcs: WCS, shape: tuple[int, int], margin: float) -> tuple[np.ndarray, float]:
@@ -337,7 +337,7 @@ def _circle(wcs: WCS, shape: tuple[int, int], margin: float) -> tuple[np.ndarray
         np.array([(nx - 1) / 2, -pad, nx - 1 + pad, -pad, nx - 1 + pad]),
         np.array([(ny - 1) / 2, -pad, -pad, ny - 1 + pad, ny - 1 + pad]),
     )
-    points = _unit_vectors(ra, dec)
+    points = unit_vectors(ra, dec)
     radius = float(np.arccos(np.clip(np.min(points[1:] @ points[0]), -1.0, 1.0)))
     # The circle through the corners holds the grid up to the projection's curvature across a frame,
     # far below a pixel; one more pixel of radius makes up for it.
@@ -347,8 +347,3 @@ def _circle(wcs: WCS, shape: tuple[int, int], margin: float) -> tuple[np.ndarray
 def _circles_meet(a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> bool:
     angle = float(np.arccos(np.clip(a[0] @ b[0], -1.0, 1.0)))
     return angle <= a[1] + b[1]
-
-
-def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    ra, dec = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
