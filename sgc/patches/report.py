@@ -37,6 +37,7 @@ from sgc.cube.store import StoreError, field_names, open_store
 from sgc.patches.plan import coverage
 from sgc.patches.planfile import SPLITS, PatchPlan
 from sgc.report.cube_figures import irg_composite
+from sgc.report.png import save_png
 from sgc.sdss.catalogs import read_catalogs
 from sgc.sdss.names import BANDS, FieldId
 
@@ -230,7 +231,7 @@ def patch_label_figure(store: str | Path, plan: PatchPlan, out: str | Path, row:
     handles = [Patch(color=c, label=n) for c, n in zip(LABEL_COLOURS, CLASSES, strict=True)]
     right.legend(handles=handles, loc="upper right", framealpha=0.8)
     fig.suptitle(f"{patch['split']} patch of {patch['field']} at y0={y0}, x0={x0} ({p}x{p} px)")
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def exclusion_figure(store: str | Path, field: str, out: str | Path) -> Path:
@@ -256,7 +257,7 @@ def exclusion_figure(store: str | Path, field: str, out: str | Path) -> Path:
     ]
     ax.legend(handles=handles, loc="upper right", framealpha=0.8)
     ax.set(title=f"{name}: exclusion mask over the i band", xlabel="x (pixel)", ylabel="y (pixel)")
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def patch_grid_figure(store: str | Path, plan: PatchPlan, field: str, out: str | Path) -> Path:
@@ -293,7 +294,7 @@ def patch_grid_figure(store: str | Path, plan: PatchPlan, field: str, out: str |
         xlabel="x (pixel)",
         ylabel="y (pixel)",
     )
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def _object_counts(
@@ -359,13 +360,3 @@ def _overlay(ax: Any, *layers: tuple[np.ndarray, tuple[float, float, float, floa
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
-
-
-def _save(fig: Figure, out: str | Path) -> Path:
-    """Write a figure as PNG atomically: a killed run never leaves a truncated image."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, out)
-    return out

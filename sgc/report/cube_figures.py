@@ -12,7 +12,6 @@ no global backend is switched and nothing is left open. Each figure has a fixed 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from matplotlib.figure import Figure
 from sgc.cube.stats import ROBUST_SIGMA_PER_MAD, locate_objects
 from sgc.cube.store import StoreError, field_names, open_store
 from sgc.errors import InputFileError
+from sgc.report.png import save_png
 from sgc.sdss.frames import read_frame
 from sgc.sdss.names import BANDS, FieldId
 
@@ -132,7 +132,7 @@ def irg_before_after(
         ax.imshow(image, origin="lower", extent=extent, interpolation="nearest")
         ax.set(title=title, xlabel="x (i-band pixel)", ylabel="y (i-band pixel)")
     fig.suptitle(f"{_field_name(field)}: IRG composite (i red, r green, g blue), same asinh stretch")
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def catalog_overlay(store: str | Path, field: str, catalog: Table, out: str | Path) -> Path:
@@ -175,7 +175,7 @@ def catalog_overlay(store: str | Path, field: str, catalog: Table, out: str | Pa
         )
     ax.set(title=f"{name}: catalogue objects on the aligned r band", xlabel="x (pixel)", ylabel="y (pixel)")
     ax.legend(loc="upper right", framealpha=0.8)
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def object_positions(store: str | Path, catalog: Table, out: str | Path) -> Path:
@@ -211,7 +211,7 @@ def object_positions(store: str | Path, catalog: Table, out: str | Path) -> Path
     fig.suptitle(
         f"catalogue objects over pixel coordinates: {len(objects)} in the valid area of {nfields} field(s)"
     )
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def _field_name(field: str) -> str:
@@ -290,13 +290,3 @@ def _asinh_grey(image: np.ndarray) -> np.ndarray:
     median = np.median(finite)
     sigma = ROBUST_SIGMA_PER_MAD * np.median(np.abs(finite - median)) or 1.0
     return np.arcsinh((image - median) / sigma)
-
-
-def _save(fig: Figure, out: str | Path) -> Path:
-    """Write a figure as PNG atomically: a killed run never leaves a truncated image."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, out)
-    return out
