@@ -139,7 +139,8 @@ def make_plan(store: str | Path, spec: SplitSpec) -> PatchPlan:
     _check_pixel_arrays(group, done, spec.test_fields)
     ny, nx = group["valid"].shape[1:]
     assignment = assign_splits(done, spec, ny)
-    candidates = _candidates(assignment, names, (ny, nx), spec)
+    extents = {name: valid_extent(group["valid"][names.index(name)]) for name in _split_fields(assignment)}
+    candidates = _candidates(assignment, names, extents, spec)
     counts = patch_counts(store, candidates["field_index"], candidates["y0"], candidates["x0"], spec.patch)
     keep, summary = _dropping_rules(candidates["split"], counts, spec.patch)
     table = Table({**candidates, **{name: counts[name].astype(np.int32) for name in COUNT_COLUMNS}})[keep]
@@ -230,17 +231,32 @@ def row_bands(rows: int, fractions: Sequence[float], guard: int) -> dict[str, li
 
 
 def patch_origins(
-    rows: tuple[int, int], columns: int, patch: int, stride: int
+    rows: tuple[int, int], columns: tuple[int, int], patch: int, stride: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Origins of every patch inside rows ``[first, end)`` and columns ``[0, columns)``, row-major.
+    """Origins of every patch inside rows ``[first, end)`` and columns ``[first, end)``, row-major.
 
-    Origins step by ``stride`` from the first row and column 0; the last origin along each axis is the
+    Origins step by ``stride`` from the first row and column; the last origin along each axis is the
     last one whose patch still fits.
     """
     ys = np.arange(rows[0], rows[1] - patch + 1, stride, dtype=np.int64)
-    xs = np.arange(0, columns - patch + 1, stride, dtype=np.int64)
+    xs = np.arange(columns[0], columns[1] - patch + 1, stride, dtype=np.int64)
     y0, x0 = np.meshgrid(ys, xs, indexing="ij")
     return y0.ravel(), x0.ravel()
+
+
+def valid_extent(valid: np.ndarray, min_fraction: float = 0.5) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Rows and columns ``([top, bottom), [left, right))`` of a field's valid area.
+
+    Band offsets leave a frame a few pixels wide uncovered around every field; a patch grid anchored at
+    pixel 0 would lose a whole row and column of patches to it on each side. Rows and columns count as
+    valid where at least ``min_fraction`` of their pixels are; anything invalid left inside still drops a
+    train or validation patch, so this only decides where the grid starts, never what is kept.
+    """
+    rows = np.flatnonzero(valid.mean(axis=1) >= min_fraction)
+    cols = np.flatnonzero(valid.mean(axis=0) >= min_fraction)
+    if rows.size == 0 or cols.size == 0:
+        return (0, valid.shape[0]), (0, valid.shape[1])
+    return (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
 
 
 def patch_counts(
@@ -347,22 +363,36 @@ def _draw_val(fields: Sequence[str], test: Sequence[str], spec: SplitSpec) -> li
     return [f for f in fields if f in drawn]
 
 
+def _split_fields(assignment: dict[str, Any]) -> list[str]:
+    """The fields a split assignment cuts patches from."""
+    if assignment["mode"] == "rows":
+        return [assignment["field"]]
+    return [f for fields in assignment["fields"].values() for f in fields]
+
+
 def _candidates(
-    assignment: dict[str, Any], names: Sequence[str], shape: tuple[int, int], spec: SplitSpec
+    assignment: dict[str, Any],
+    names: Sequence[str],
+    extents: dict[str, tuple[tuple[int, int], tuple[int, int]]],
+    spec: SplitSpec,
 ) -> dict[str, np.ndarray]:
-    """Every patch the split allows, before the dropping rules, ordered by slot, row and column."""
-    ny, nx = shape
+    """Every patch the split allows, before the dropping rules, ordered by slot, row and column.
+
+    Each field's grid is anchored at its valid area (:func:`valid_extent`); a row band keeps its own rows.
+    """
     parts: list[tuple[str, str, tuple[np.ndarray, np.ndarray]]] = []
     if assignment["mode"] == "rows":
+        name = assignment["field"]
+        (top, bottom), columns = extents[name]
         for split, (first, end) in assignment["bands"].items():
-            parts.append(
-                (assignment["field"], split, patch_origins((first, end), nx, spec.patch, spec.stride))
-            )
+            rows = (max(first, top), min(end, bottom))
+            parts.append((name, split, patch_origins(rows, columns, spec.patch, spec.stride)))
     else:
         split_of = {f: split for split, fields in assignment["fields"].items() for f in fields}
         for name in names:
             if name in split_of:
-                parts.append((name, split_of[name], patch_origins((0, ny), nx, spec.patch, spec.stride)))
+                rows, columns = extents[name]
+                parts.append((name, split_of[name], patch_origins(rows, columns, spec.patch, spec.stride)))
     if not parts:
         return {
             name: np.asarray(empty_table()[name]) for name in ("field", "field_index", "y0", "x0", "split")

@@ -13,7 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sgc.cube.store import open_store
-from sgc.patches.plan import PlanError, SplitSpec, make_plan, patch_counts, patch_origins, row_bands
+from sgc.patches.plan import (
+    PlanError,
+    SplitSpec,
+    make_plan,
+    patch_counts,
+    patch_origins,
+    row_bands,
+    valid_extent,
+)
 from sgc.patches.planfile import PLAN_COLUMNS, PlanFileError, read_plan, write_plan
 from tests.patches.synthetic import build_store, random_field
 
@@ -61,7 +69,7 @@ def test_patches_tile_the_grid_and_counts_equal_numpy(
         f.exclude = rng.random((ny, nx)) < 0.1
         fields[name] = f
     store = build_store(tmp_path_factory.mktemp("geo") / "s.zarr", fields, chunk=chunk)
-    y0, x0 = patch_origins((0, ny), nx, patch, stride)
+    y0, x0 = patch_origins((0, ny), (0, nx), patch, stride)
     if patch > ny or patch > nx:
         assert len(y0) == 0
         return
@@ -297,3 +305,30 @@ def test_field_rows_groups_the_table_by_field(tmp_path: Path) -> None:
     assert list(plan.field_rows(("test",))) == [FIELDS[2]]
     plan.table = table[:0]
     assert plan.field_rows() == {}
+
+
+def test_grid_is_anchored_at_the_valid_area_so_an_uncovered_frame_costs_no_patches(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    shape = (3 * 16 + 6, 4 * 16 + 6)  # room for 3 x 4 patches inside a 3-pixel uncovered frame
+    fields = {name: random_field(rng, shape) for name in FIELDS[:3]}
+    for field in fields.values():
+        field.valid[:] = False
+        field.valid[3:-3, 3:-3] = True
+    assert valid_extent(fields[FIELDS[0]].valid) == ((3, shape[0] - 3), (3, shape[1] - 3))
+    store = build_store(tmp_path / "s.zarr", fields)
+    spec = SplitSpec(
+        patch=16, stride=16, train_fields=FIELDS[:1], val_fields=FIELDS[1:2], test_fields=FIELDS[2:]
+    )
+    train = make_plan(store, spec).rows("train")
+    # anchored at pixel 0, the first row and column of patches would touch the frame and be dropped
+    assert set(zip(train["y0"].tolist(), train["x0"].tolist(), strict=True)) == {
+        (y, x) for y in (3, 19, 35) for x in (3, 19, 35, 51)
+    }
+    assert (train["n_invalid"] == 0).all()
+
+
+def test_valid_extent_ignores_partial_rows_and_falls_back_to_the_grid_when_nothing_is_valid() -> None:
+    valid = np.ones((10, 12), dtype=bool)
+    valid[:4, :3] = False  # a corner: the rows and columns stay mostly valid
+    assert valid_extent(valid) == ((0, 10), (0, 12))
+    assert valid_extent(np.zeros((10, 12), dtype=bool)) == ((0, 10), (0, 12))
