@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numba
 import numpy as np
 from astropy.io import fits
+from timing import best_of
 
 from sgc.masks.footprint import PixelPolygons, footprint_from_headers, grid_polygons
 from sgc.masks.polygon import fill_polygons
@@ -143,15 +143,6 @@ def cases() -> tuple[fits.Header, dict[str, dict[str, fits.Header]]]:
         "other run, 30 deg, half over": {b: _turned(h, 30.0, ra, dec) for b, h in bands.items()},
         "the field itself": bands,
     }
-
-
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

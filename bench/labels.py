@@ -32,11 +32,11 @@ import argparse
 import json
 import math
 import platform
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from timing import best_of
 
 from sgc.masks.labels import _buckets
 from sgc.masks.paint import GALAXY, IGNORE, STAR, paint_disks, paint_disks_numpy, paint_order
@@ -144,15 +144,6 @@ def assemble(labels: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def best_seconds(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -163,7 +154,7 @@ def main() -> None:
     for case, n in (("field", 700), ("dense", 20000)):
         valid, objects = make_field(n, seed=n)
         buckets = bucket(objects)
-        bucketing = best_seconds(lambda objects=objects: bucket(objects), args.repeat)
+        bucketing = best_of(lambda objects=objects: bucket(objects), args.repeat)
         chunks = split(valid, buckets)
         layouts = {
             "one block": lambda paint, valid=valid, objects=objects: paint_whole(paint, valid, objects),
@@ -174,7 +165,7 @@ def main() -> None:
             np.testing.assert_array_equal(assemble(run(paint_disks_numpy)), kernel)
             ties = int(np.count_nonzero(assemble(run(paint_numpy_d2)) != kernel))
             seconds = {
-                name: best_seconds(lambda run=run, paint=paint: run(paint), args.repeat)
+                name: best_of(lambda run=run, paint=paint: run(paint), args.repeat)
                 for name, paint in IMPLEMENTATIONS.items()
             }
             rows.append(
