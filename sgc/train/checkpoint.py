@@ -1,0 +1,150 @@
+"""Checkpoint files written atomically and read without unpickling arbitrary objects.
+
+A checkpoint is a dict of tensors, numbers, strings, dicts and lists: exactly what
+``torch.load(..., weights_only=True)`` accepts, so loading one never runs code from the file. The RNG
+state of ``random``, NumPy and torch is turned into such plain values by :func:`rng_state`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sgc.errors import InputFileError
+
+# torch wraps the unpickler's own complaint in advice this project must not follow (load unsafely).
+_REFUSAL = re.compile(r"WeightsUnpickler error: (.*?)(?:\.\s+Please|\n|$)")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` so that a reader sees the old file or the new one, never half of one.
+
+    Args:
+        path: destination file; its folder is created if missing.
+        state: tensors, numbers, strings, and dicts / lists of them.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary file sits in the destination folder so that os.replace is a rename on one filesystem.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; not possible (nor needed) on platforms without directory fds."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: the checkpoint file.
+        map_location: where tensors are placed, as for :func:`torch.load`.
+
+    Returns:
+        The saved dict.
+
+    Raises:
+        InputFileError: the file is missing, truncated, corrupt, holds objects that ``weights_only``
+            loading refuses, or does not hold a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "checkpoint file not found (or not a regular file)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        # A damaged pickle stream can fail in the unpickler with almost any exception type, so every
+        # failure is the file's fault; only the weights_only refusal gets its own wording.
+        raise InputFileError(path, _load_failure_reason(exc)) from exc
+    if not isinstance(state, dict):
+        raise InputFileError(path, f"checkpoint holds a {type(state).__name__}, expected a dict")
+    return state
+
+
+def _load_failure_reason(exc: Exception) -> str:
+    """Words for why torch.load failed, without torch's advice to retry with weights_only=False."""
+    refusal = _REFUSAL.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+    if refusal:
+        return f"holds objects that weights_only loading refuses ({refusal.group(1)})"
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"checkpoint is truncated or corrupt ({type(exc).__name__}: {first_line})"
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random generator training draws from, as plain values.
+
+    Returns:
+        A dict with keys ``python``, ``numpy``, ``torch`` and ``cuda`` (a list, empty without CUDA), that
+        survives :func:`save_checkpoint` / :func:`load_checkpoint` and is restored by :func:`set_rng_state`.
+    """
+    version, internal, gauss_next = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            # uint32 keys widen losslessly to int64, a dtype every torch build stores.
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore generators from a dict made by :func:`rng_state`.
+
+    CUDA states are restored for the devices present; a checkpoint from a machine with more GPUs restores
+    only the first ones, and one from a machine without CUDA leaves CUDA generators as they are.
+    """
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(x) for x in py["internal"]), py["gauss_next"]))
+    npst = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": npst["bit_generator"],
+            "state": {"key": npst["key"].cpu().numpy().astype(np.uint32), "pos": int(npst["pos"])},
+            "has_gauss": int(npst["has_gauss"]),
+            "gauss": float(npst["gauss"]),
+        }
+    )
+    # set_rng_state wants a CPU ByteTensor whatever map_location the checkpoint was loaded with.
+    torch.set_rng_state(state["torch"].cpu())
+    if torch.cuda.is_available():
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), device=index)
