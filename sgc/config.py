@@ -68,7 +68,8 @@ class IngestConfig(_Strict):
     strict: bool = Field(False, description="fail the run at the first bad field instead of skipping it")
     chunk: int = Field(256, ge=16, description="chunk edge in pixels along y and x")
     codec: Literal["blosc-lz4", "blosc-zstd", "zstd", "none"] = Field(
-        "blosc-lz4", description="compression of the image chunks"
+        "none",
+        description="compression of the image chunks (noisy floats barely compress; raw reads fastest)",
     )
     clevel: int = Field(5, ge=0, le=9, description="compression level")
     dtype: Literal["float32", "float16"] = Field("float32", description="dtype of the stored image")
@@ -133,6 +134,75 @@ class SplitConfig(_Strict):
         return [str(FieldId.parse(str(v))) for v in value]
 
 
+class LoaderConfig(_Strict):
+    """How patches stream from the store into the model (``sgc train``)."""
+
+    batch_size: int = Field(32, ge=1, description="patches per batch on each rank")
+    workers: int = Field(1, ge=0, description="DataLoader worker processes per rank (0: in the trainer)")
+    buffer_blocks: int = Field(
+        2, ge=1, description="blocks (one field's rows each) mixed in the shuffle buffer of each worker"
+    )
+    augment: bool = Field(True, description="random flips and right-angle rotations (the eight symmetries)")
+    noise: float = Field(
+        0.0, ge=0, description="sigma of Gaussian noise added, in units of each band's sky noise"
+    )
+    gain_jitter: float = Field(0.0, ge=0, description="sigma of a random per-band gain, as a fraction")
+    oversample: int = Field(
+        1, ge=1, description="times each train patch holding star or galaxy pixels is seen per epoch"
+    )
+
+
+class ModelConfig(_Strict):
+    """The U-Net (``sgc.model.unet``)."""
+
+    depth: int = Field(4, ge=1, le=6, description="down-sampling steps")
+    width: int = Field(32, ge=4, description="channels of the first level; doubled at each step")
+    norm: Literal["batch", "group", "instance", "none"] = Field("batch", description="normalisation layers")
+    softening: float = Field(
+        3.0, gt=0, description="asinh stretch of the input: linear within this many sky sigmas, log beyond"
+    )
+
+
+class LossConfig(_Strict):
+    """The training loss (``sgc.model.losses``)."""
+
+    kind: Literal["ce", "ce+dice", "ce+focal"] = Field(
+        "ce+dice", description="cross entropy, plus Dice or focal"
+    )
+    class_weights: Literal["inverse", "sqrt-inverse", "none"] = Field(
+        "sqrt-inverse", description="cross-entropy class weights from the train label frequencies"
+    )
+    aux_weight: float = Field(1.0, ge=0, description="weight of the Dice or focal term")
+    focal_gamma: float = Field(2.0, ge=0, description="focusing exponent of the focal term")
+
+
+class TrainConfig(_Strict):
+    """Training (``sgc train``): optimiser, schedule, epochs, checkpoints."""
+
+    epochs: int = Field(30, ge=1, description="maximum epochs")
+    lr: float = Field(2e-3, gt=0, description="peak learning rate of AdamW")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    schedule: Literal["cosine", "onecycle", "constant"] = Field(
+        "onecycle", description="learning-rate schedule"
+    )
+    warmup: float = Field(
+        0.1, ge=0, lt=1, description="share of the steps spent warming up (cosine, onecycle)"
+    )
+    clip: float = Field(1.0, ge=0, description="gradient-norm clipping; 0 turns it off")
+    amp: Literal["auto", "bf16", "off"] = Field(
+        "auto", description="'auto': bf16 autocast where the GPU supports it"
+    )
+    patience: int = Field(
+        8, ge=0, description="epochs without a better validation F1 before stopping; 0: never"
+    )
+    seed: int = Field(0, ge=0, description="seed of the weights, the data order and the augmentation")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto': CUDA when present")
+    max_steps: int = Field(0, ge=0, description="stop each epoch after this many steps; 0: the whole epoch")
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+
+
 class RunConfig(_Strict):
     """The whole job that ``sgc run`` carries out.
 
@@ -157,6 +227,7 @@ class RunConfig(_Strict):
     label: LabelConfig = Field(default_factory=LabelConfig)
     exclude: ExcludeConfig = Field(default_factory=ExcludeConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     @field_validator("test_fields")
     @classmethod
@@ -189,6 +260,11 @@ class RunConfig(_Strict):
     def plan_path(self) -> Path:
         """The run's patch plan."""
         return self.out_dir / "plan.zarr"
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's training outputs: checkpoints, metrics, TensorBoard events."""
+        return self.out_dir / "train"
 
     @property
     def mirror_dir(self) -> Path:
