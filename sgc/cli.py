@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -355,6 +356,31 @@ def audit(
         audit_stage(store, plan, fields, footprints or _raw_dir_of(store), margin)
     except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
+
+
+@app.command()
+def train(
+    store: Annotated[Path, typer.Argument(help="the cube store (with labels)")],
+    plan: Annotated[Path, typer.Argument(help="the patch plan")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/NAME)")] = None,
+    resume: Annotated[bool, typer.Option(help="go on from OUT/last.pt")] = False,
+    epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
+    lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of weights, data order and augmentation")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Train the U-Net on the plan's train patches; under torchrun, one process per GPU or CPU rank."""
+    from sgc.train.loop import train as run_training
+
+    cfg = _config(config, overrides, "train", epochs=epochs, lr=lr, device=device, seed=seed)
+    try:
+        result = run_training(store, plan, out or cfg.run_dir, cfg.train, resume=resume)
+    except (SgcError, ValueError) as exc:
+        raise _fail(exc) from exc
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary rather than one per rank
+        print(result.format())
 
 
 def _raw_dir_of(store: Path) -> list[Path]:

@@ -22,6 +22,8 @@ CANONICAL_TEST_FIELD = "008162-6-0080"
 # holds out the second, whose sky its two neighbours overlap by 128 rows: the canonical test field's sky is
 # not simulated, so holding it out would exclude nothing there.
 DEMO_TEST_FIELD = "009001-3-0012"
+# The demo trains a small U-Net for a few epochs, so that `sgc run` finishes in minutes on a laptop CPU.
+DEMO_TRAIN: dict[str, Any] = {"epochs": 4, "model": {"depth": 3, "width": 16}, "loader": {"batch_size": 16}}
 
 
 class ConfigError(SgcError, ValueError):
@@ -208,7 +210,8 @@ class RunConfig(_Strict):
 
     Attributes:
         name: the run's name; outputs go to ``workdir/name``.
-        workdir: parent folder of every output (git-ignored ``stores/`` by default).
+        workdir: parent folder of the data outputs (git-ignored ``stores/`` by default).
+        runs_dir: parent folder of training runs (git-ignored ``runs/`` by default).
         source: where raw data come from: ``simulate`` (offline: simulate a SAS mirror, serve it on
             localhost and download from it), ``sdss`` (download from ``download.base_url``) or
             ``local`` (use ``raw_dir`` as it is).
@@ -218,6 +221,7 @@ class RunConfig(_Strict):
 
     name: str = "demo"
     workdir: Path = Path("stores")
+    runs_dir: Path = Path("runs")
     source: Literal["simulate", "sdss", "local"] = "simulate"
     raw_dir: Path | None = None
     test_fields: list[str] = Field(default_factory=lambda: [CANONICAL_TEST_FIELD])
@@ -264,7 +268,7 @@ class RunConfig(_Strict):
     @property
     def run_dir(self) -> Path:
         """The run's training outputs: checkpoints, metrics, TensorBoard events."""
-        return self.out_dir / "train"
+        return self.runs_dir / self.name
 
     @property
     def mirror_dir(self) -> Path:
@@ -314,7 +318,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     Raises:
         ConfigError: naming the file and every invalid key.
     """
-    data: dict[str, Any] = {"test_fields": [DEMO_TEST_FIELD]}
+    data: dict[str, Any] = {"test_fields": [DEMO_TEST_FIELD], "train": DEMO_TRAIN}
     source = "defaults"
     if path is not None:
         source = str(path)

@@ -15,6 +15,7 @@ from sgc.config import (
     RunConfig,
     SimulateConfig,
     SplitConfig,
+    TrainConfig,
     config_digest,
     save_config,
 )
@@ -203,6 +204,17 @@ def audit_stage(
         raise StageFailedError(f"audit: {plan_path} puts train or validation pixels on held-out sky")
 
 
+def train_stage(cfg: TrainConfig, store: Path, plan_path: Path, run_dir: Path, progress: bool = True) -> None:
+    """Train the U-Net, going on from ``run_dir/last.pt`` where an unfinished run left it.
+
+    A finished run in ``run_dir`` is left as it is.
+    """
+    from sgc.train.loop import train
+
+    result = train(store, plan_path, run_dir, cfg, resume=True, progress=progress)
+    print(result.format())
+
+
 @contextmanager
 def _raw_source(cfg: RunConfig, progress: bool) -> Iterator[tuple[list[FieldId], str | None]]:
     """Yield the fields to fetch and the base URL to fetch them from (``None``: nothing to fetch)."""
@@ -246,3 +258,4 @@ def run(cfg: RunConfig, progress: bool = True) -> None:
     exclude_stage(cfg.exclude, cfg.store_path, cfg.test_fields, footprints)
     split_stage(cfg.split, cfg.store_path, cfg.plan_path, cfg.test_fields, catalogs)
     audit_stage(cfg.store_path, cfg.plan_path, cfg.test_fields, footprints, cfg.exclude.margin_arcsec)
+    train_stage(cfg.train, cfg.store_path, cfg.plan_path, cfg.run_dir, progress=progress)

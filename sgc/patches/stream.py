@@ -169,11 +169,12 @@ class PatchStream(IterableDataset):
         """Plan rows of one shard's piece of an epoch (before the buffer shuffles them)."""
         return np.array_split(self.epoch_rows(epoch), n_shards)[shard]
 
-    def batches_per_epoch(self, num_workers: int = 0) -> int:
-        """Batches this rank yields in an epoch when read by ``num_workers`` DataLoader workers."""
+    def batches_per_epoch(self, num_workers: int = 0, rank: int | None = None) -> int:
+        """Batches a rank (this one by default) yields per epoch when read by ``num_workers`` workers."""
         workers = max(1, num_workers)
+        rank = self.rank if rank is None else rank
         sizes = [len(p) for p in np.array_split(self.epoch_rows(), self.world_size * workers)]
-        mine = sizes[self.rank * workers : (self.rank + 1) * workers]
+        mine = sizes[rank * workers : (rank + 1) * workers]
         return sum(-(-n // self.settings.batch_size) for n in mine)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:

@@ -1,0 +1,402 @@
+"""The training loop: one process, or one of many under ``torchrun`` (DDP).
+
+Each rank streams its own shard of the train patches (:class:`~sgc.patches.stream.PatchStream`) into a
+U-Net wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU), optimised by AdamW under a one-cycle
+or cosine schedule, in bf16 autocast where the GPU supports it, with the gradient norm clipped. Every
+rank runs the same number of steps per epoch, that of the rank with the fewest batches, so collectives
+never wait on a rank that has run dry; the at most one short batch per worker left over differs from
+epoch to epoch, since the order does.
+
+After each epoch the validation patches are scored (each rank its shard, counts summed over ranks), a row
+of train and validation loss and per-class F1 goes to ``metrics.csv`` and TensorBoard, and rank 0 writes
+``last.pt`` atomically: model, optimiser, scheduler, RNG states, the epoch, the early-stopping state and
+the configuration. ``best.pt`` is the checkpoint of the best validation F1 (mean of star and galaxy
+pixel F1). A run started with ``resume`` loads ``last.pt`` and goes on exactly where it stopped: the data
+order and augmentation of an epoch depend only on the seed and the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from sgc.config import TrainConfig
+from sgc.errors import SgcError
+from sgc.model.losses import SegmentationLoss, build_loss
+from sgc.model.unet import build_model
+from sgc.patches.planfile import COUNT_COLUMNS, PatchPlan, read_plan
+from sgc.patches.stream import PatchStream, StreamSettings, patch_loader
+from sgc.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sgc.train.distributed import DistInfo, all_reduce_sum, amp_dtype, cleanup, setup
+from sgc.train.metrics import CLASS_NAMES, ConfusionMatrix, MetricsLog
+
+LAST = "last.pt"
+BEST = "best.pt"
+CHECKPOINT_FORMAT = 1
+
+
+class TrainError(SgcError):
+    """A training run that cannot start or go on as asked."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run did.
+
+    Attributes:
+        run_dir: the run's folder.
+        epochs: epochs completed, counting those before a resume.
+        best_epoch: the epoch of ``best.pt`` (-1 if none was scored).
+        best_score: its validation F1 (mean of star and galaxy).
+        stopped_early: whether early stopping ended the run.
+        history: one dict of logged scalars per epoch run by this call.
+    """
+
+    run_dir: Path
+    epochs: int
+    best_epoch: int
+    best_score: float
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def format(self) -> str:
+        """A line for the terminal."""
+        if self.best_epoch < 0:
+            return f"train: {self.run_dir}: {self.epochs} epochs, nothing scored"
+        how = "stopped early" if self.stopped_early else "done"
+        return (
+            f"train: {self.run_dir}: {self.epochs} epochs ({how}); best validation F1 (star, galaxy) "
+            f"{self.best_score:.3f} at epoch {self.best_epoch} -> {self.run_dir / BEST}"
+        )
+
+
+@dataclass
+class _State:
+    """What a checkpoint carries besides the weights and optimiser."""
+
+    epoch: int = -1  # last completed epoch
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    stale: int = 0  # epochs since the best
+    finished: bool = False
+
+
+def train(
+    store: str | Path,
+    plan: str | Path,
+    run_dir: str | Path,
+    cfg: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a U-Net on a plan's train patches, validating on its validation patches.
+
+    Under ``torchrun`` every process calls this; outside it, it trains in this process.
+
+    Args:
+        store: the cube store.
+        plan: the patch plan (its train split is trained on, its val split scored).
+        run_dir: where checkpoints, ``metrics.csv`` and TensorBoard events go.
+        cfg: the training settings.
+        resume: go on from ``run_dir/last.pt``; without it, a folder that already holds a run is refused.
+        progress: show a progress bar (rank 0).
+
+    Raises:
+        TrainError: a run already in ``run_dir`` (without ``resume``), a checkpoint of other settings,
+            or a plan with no train patches.
+    """
+    info = setup(cfg.device)
+    try:
+        return _Trainer(store, plan, Path(run_dir), cfg, info, progress).run(resume)
+    finally:
+        cleanup()
+
+
+def train_step(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, ...],
+    loss_fn: SegmentationLoss,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    clip: float = 0.0,
+    amp: torch.dtype | None = None,
+) -> float:
+    """One optimiser step on one batch; returns the batch's loss."""
+    image, label = (t.to(device, non_blocking=True) for t in batch[:2])
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(device, amp):
+        logits = model(image)
+    loss = loss_fn(logits.float(), label)
+    loss.backward()
+    if clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach())
+
+
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, ...]],
+    loss_fn: SegmentationLoss,
+    device: torch.device,
+    amp: torch.dtype | None = None,
+) -> tuple[float, ConfusionMatrix]:
+    """Mean loss and confusion matrix over batches, summed over ranks (every rank must call it)."""
+    model.eval()
+    matrix = ConfusionMatrix(device)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x batch size, patches
+    with torch.no_grad():
+        for batch in batches:
+            image, label = (t.to(device, non_blocking=True) for t in batch[:2])
+            with _autocast(device, amp):
+                logits = model(image)
+            sums[0] += float(loss_fn(logits.float(), label)) * len(label)
+            sums[1] += len(label)
+            matrix.update(logits.argmax(1), label)
+    all_reduce_sum(sums)
+    matrix.reduce_()
+    return float(sums[0] / sums[1]) if sums[1] else math.nan, matrix
+
+
+def label_counts(plan: PatchPlan, split: str = "train", oversample: int = 1) -> np.ndarray:
+    """Sky, star and galaxy pixels of a split's patches, as the loader serves them (oversampling counted)."""
+    rows = plan.rows(split)
+    has_objects = (np.asarray(rows["n_star"]) + np.asarray(rows["n_galaxy"])) > 0
+    repeats = np.where(has_objects, oversample, 1)
+    return np.array([int(np.sum(np.asarray(rows[c]) * repeats)) for c in COUNT_COLUMNS[:3]], dtype=np.int64)
+
+
+class _Trainer:
+    """The objects of one run and the epoch loop over them."""
+
+    def __init__(
+        self,
+        store: str | Path,
+        plan: str | Path,
+        run_dir: Path,
+        cfg: TrainConfig,
+        info: DistInfo,
+        progress: bool,
+    ) -> None:
+        self.cfg, self.info, self.run_dir, self.progress = cfg, info, run_dir, progress
+        self.plan = read_plan(plan)
+        if len(self.plan.rows("train")) == 0:
+            raise TrainError(f"{plan}: the plan has no train patches")
+        self.store, self.plan_path = str(store), str(plan)
+        loader = cfg.loader
+        settings = StreamSettings(
+            batch_size=loader.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            augment=loader.augment,
+            noise=loader.noise,
+            gain_jitter=loader.gain_jitter,
+            oversample=loader.oversample,
+            buffer_blocks=loader.buffer_blocks,
+        )
+        rank, world = info.rank, info.world_size
+        self.train_stream = PatchStream(store, self.plan, "train", settings, rank, world)
+        val_settings = StreamSettings(batch_size=loader.batch_size, shuffle=False, seed=cfg.seed)
+        self.val_stream = PatchStream(store, self.plan, "val", val_settings, rank, world)
+        self.steps = min(self.train_stream.batches_per_epoch(loader.workers, r) for r in range(world))
+        if cfg.max_steps:
+            self.steps = min(self.steps, cfg.max_steps)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP checks)
+        self.model = build_model(cfg.model).to(info.device)
+        self.net: nn.Module = self.model
+        if info.distributed:
+            device_ids = [info.device.index] if info.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=device_ids)
+        counts = label_counts(self.plan, "train", loader.oversample)
+        self.loss_fn = build_loss(cfg.loss, counts).to(info.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = _scheduler(self.optimizer, cfg, self.steps * cfg.epochs)
+        self.amp = amp_dtype(info.device, cfg.amp)
+        self.log = MetricsLog(run_dir, enabled=info.is_main)
+        self.state = _State()
+
+    def run(self, resume: bool) -> TrainResult:
+        last = self.run_dir / LAST
+        if resume and last.exists():
+            self._restore(last)
+        elif not resume and last.exists():
+            raise TrainError(f"{self.run_dir}: holds a run already; resume it, or train into another folder")
+        history: list[dict[str, float]] = []
+        try:
+            for epoch in range(self.state.epoch + 1, self.cfg.epochs):
+                if self.state.finished:
+                    break
+                history.append(self._epoch(epoch))
+            if not self.state.finished:
+                self.state.finished = True
+                self._save(self.run_dir / LAST)
+        finally:
+            self.log.close()
+        return TrainResult(
+            self.run_dir,
+            self.state.epoch + 1,
+            self.state.best_epoch,
+            self.state.best_score,
+            stopped_early=self.state.epoch + 1 < self.cfg.epochs,
+            history=history,
+        )
+
+    def _epoch(self, epoch: int) -> dict[str, float]:
+        start = time.perf_counter()
+        self.train_stream.set_epoch(epoch)
+        losses = torch.zeros(2, dtype=torch.float64)
+        bar = tqdm(
+            total=self.steps,
+            desc=f"epoch {epoch}",
+            disable=not (self.progress and self.info.is_main),
+            leave=False,
+        )
+        for batch in _take(patch_loader(self.train_stream, self.cfg.loader.workers, self._pin()), self.steps):
+            loss = train_step(
+                self.net,
+                batch,
+                self.loss_fn,
+                self.optimizer,
+                self.scheduler,
+                self.info.device,
+                self.cfg.clip,
+                self.amp,
+            )
+            losses += torch.tensor([loss * len(batch[1]), len(batch[1])], dtype=torch.float64)
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.4f}")
+        bar.close()
+        seconds = time.perf_counter() - start
+        all_reduce_sum(losses)
+        row = {"train_loss": float(losses[0] / losses[1]), "lr": self.scheduler.get_last_lr()[0]}
+        row["train_patches_per_s"] = float(losses[1]) / seconds
+        row.update(self._validate())
+        self._after_epoch(epoch, row)
+        return row
+
+    def _validate(self) -> dict[str, float]:
+        if len(self.plan.rows("val")) == 0:
+            return {}
+        batches = patch_loader(self.val_stream, self.cfg.loader.workers, self._pin())
+        # The bare model: DDP's forward may broadcast buffers, a collective that ranks with fewer
+        # validation batches would never join.
+        loss, matrix = evaluate(self.model, batches, self.loss_fn, self.info.device, self.amp)
+        scores = matrix.per_class()
+        row = {"val_loss": loss, "val_f1": matrix.macro_f1()}
+        row.update({f"val_f1_{name}": scores[name]["f1"] for name in CLASS_NAMES})
+        return row
+
+    def _after_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        """Early-stopping bookkeeping, the metrics row and the checkpoints."""
+        state = self.state
+        state.epoch = epoch
+        # Without a validation split the train loss decides, so that best.pt still means something.
+        score = row["val_f1"] if "val_f1" in row else -row["train_loss"]
+        improved = score > state.best_score
+        if improved:
+            state.best_score, state.best_epoch, state.stale = score, epoch, 0
+        else:
+            state.stale += 1
+        if self.cfg.patience and state.stale >= self.cfg.patience:
+            state.finished = True
+        self.log.write(epoch, row)
+        self._save(self.run_dir / LAST)
+        if improved and self.info.is_main:
+            _copy_atomic(self.run_dir / LAST, self.run_dir / BEST)
+
+    def _save(self, path: Path) -> None:
+        if not self.info.is_main:
+            return
+        save_checkpoint(
+            path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(),
+                "state": vars(self.state).copy(),
+                "config": self.cfg.model_dump(mode="json"),
+                "store": self.store,
+                "plan": self.plan_path,
+                "world_size": self.info.world_size,
+            },
+        )
+
+    def _restore(self, path: Path) -> None:
+        checkpoint = load_checkpoint(path, map_location=self.info.device)
+        saved = checkpoint.get("config", {})
+        current = self.cfg.model_dump(mode="json")
+        differing = sorted(key for key in current if key != "patience" and saved.get(key) != current[key])
+        if differing:
+            raise TrainError(
+                f"{path}: saved with other settings ({', '.join(differing)}); train into another folder"
+            )
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        set_rng_state(checkpoint["rng"])
+        self.state = _State(**checkpoint["state"])
+        self.log.truncate_after(self.state.epoch)
+
+    def _pin(self) -> bool:
+        return self.info.device.type == "cuda"
+
+
+def _take(batches: Iterable[Any], n: int) -> Iterator[Any]:
+    """The first ``n`` items, closing the iterator (and its DataLoader workers) after."""
+    iterator = iter(batches)
+    try:
+        for _, item in zip(range(n), iterator, strict=False):
+            yield item
+    finally:
+        del iterator
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    total = max(total, 1)
+    if cfg.schedule == "onecycle" and total >= 4:
+        # OneCycleLR divides by the length of each phase: give each at least two steps.
+        pct = min(0.5, max(cfg.warmup, 2 / total))
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct)
+    warm = int(cfg.warmup * total)
+    if cfg.schedule == "cosine":
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    else:
+
+        def factor(step: int) -> float:
+            return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
