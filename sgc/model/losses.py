@@ -22,8 +22,8 @@ import torch.nn.functional as F  # noqa: N812 - torch's own idiom
 from torch import nn
 
 from sgc.config import LossConfig
+from sgc.masks.paint import IGNORE as IGNORE_INDEX  # the label of pixels that no loss or metric sees
 
-IGNORE_INDEX = 255  # the label of pixels that no loss or metric sees (sgc.masks.paint.IGNORE)
 KINDS = ("ce", "ce+dice", "ce+focal")
 WEIGHT_KINDS = ("inverse", "sqrt-inverse", "none")
 DICE_SMOOTH = 1.0

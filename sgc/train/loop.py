@@ -260,12 +260,9 @@ class _Trainer:
         start = time.perf_counter()
         self.train_stream.set_epoch(epoch)
         losses = torch.zeros(2, dtype=torch.float64)
-        bar = tqdm(
-            total=self.steps,
-            desc=f"epoch {epoch}",
-            disable=not (self.progress and self.info.is_main),
-            leave=False,
-        )
+        # disable=None: no bar when output is not a terminal (a log file gets the metrics rows instead).
+        shown = self.progress and self.info.is_main
+        bar = tqdm(total=self.steps, desc=f"epoch {epoch}", disable=None if shown else True, leave=False)
         for batch in _take(patch_loader(self.train_stream, self.cfg.loader.workers, self._pin()), self.steps):
             loss = train_step(
                 self.net,
@@ -315,6 +312,8 @@ class _Trainer:
         if self.cfg.patience and state.stale >= self.cfg.patience:
             state.finished = True
         self.log.write(epoch, row)
+        if self.progress and self.info.is_main:
+            tqdm.write(_summary(epoch, row))
         self._save(self.run_dir / LAST)
         if improved and self.info.is_main:
             _copy_atomic(self.run_dir / LAST, self.run_dir / BEST)
@@ -356,6 +355,17 @@ class _Trainer:
 
     def _pin(self) -> bool:
         return self.info.device.type == "cuda"
+
+
+def _summary(epoch: int, row: dict[str, float]) -> str:
+    """One line per epoch for the terminal or a log."""
+    text = f"epoch {epoch}: train loss {row['train_loss']:.4f} ({row['train_patches_per_s']:.0f} patches/s)"
+    if "val_f1" in row:
+        text += (
+            f", val loss {row['val_loss']:.4f}, F1 star {row['val_f1_star']:.3f} "
+            f"galaxy {row['val_f1_galaxy']:.3f} sky {row['val_f1_sky']:.3f}"
+        )
+    return text
 
 
 def _take(batches: Iterable[Any], n: int) -> Iterator[Any]:

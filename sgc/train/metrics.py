@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
+from sgc.model.losses import IGNORE_INDEX
 from sgc.train.distributed import all_reduce_sum
 
 log = logging.getLogger(__name__)
 
 CLASS_NAMES: tuple[str, ...] = ("sky", "star", "galaxy")
-IGNORE_INDEX = 255
 _CSV_NAME = "metrics.csv"
 _TB_DIR = "tb"
 _warned_no_tensorboard = False
