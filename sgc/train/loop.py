@@ -17,10 +17,11 @@ order and augmentation of an epoch depend only on the seed and the epoch.
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +214,9 @@ class _Trainer:
         self.train_stream = PatchStream(store, self.plan, "train", settings, rank, world)
         val_settings = StreamSettings(batch_size=loader.batch_size, shuffle=False, seed=cfg.seed)
         self.val_stream = PatchStream(store, self.plan, "val", val_settings, rank, world)
+        pin = info.device.type == "cuda"
+        self.train_loader = patch_loader(self.train_stream, loader.workers, pin)
+        self.val_loader = patch_loader(self.val_stream, loader.workers, pin)
         self.steps = min(self.train_stream.batches_per_epoch(loader.workers, r) for r in range(world))
         if cfg.max_steps:
             self.steps = min(self.steps, cfg.max_steps)
@@ -263,7 +267,7 @@ class _Trainer:
         # disable=None: no bar when output is not a terminal (a log file gets the metrics rows instead).
         shown = self.progress and self.info.is_main
         bar = tqdm(total=self.steps, desc=f"epoch {epoch}", disable=None if shown else True, leave=False)
-        for batch in _take(patch_loader(self.train_stream, self.cfg.loader.workers, self._pin()), self.steps):
+        for batch in itertools.islice(self.train_loader, self.steps):
             loss = train_step(
                 self.net,
                 batch,
@@ -289,10 +293,9 @@ class _Trainer:
     def _validate(self) -> dict[str, float]:
         if len(self.plan.rows("val")) == 0:
             return {}
-        batches = patch_loader(self.val_stream, self.cfg.loader.workers, self._pin())
         # The bare model: DDP's forward may broadcast buffers, a collective that ranks with fewer
         # validation batches would never join.
-        loss, matrix = evaluate(self.model, batches, self.loss_fn, self.info.device, self.amp)
+        loss, matrix = evaluate(self.model, self.val_loader, self.loss_fn, self.info.device, self.amp)
         scores = matrix.per_class()
         row = {"val_loss": loss, "val_f1": matrix.macro_f1()}
         row.update({f"val_f1_{name}": scores[name]["f1"] for name in CLASS_NAMES})
@@ -353,9 +356,6 @@ class _Trainer:
         self.state = _State(**checkpoint["state"])
         self.log.truncate_after(self.state.epoch)
 
-    def _pin(self) -> bool:
-        return self.info.device.type == "cuda"
-
 
 def _summary(epoch: int, row: dict[str, float]) -> str:
     """One line per epoch for the terminal or a log."""
@@ -366,16 +366,6 @@ def _summary(epoch: int, row: dict[str, float]) -> str:
             f"galaxy {row['val_f1_galaxy']:.3f} sky {row['val_f1_sky']:.3f}"
         )
     return text
-
-
-def _take(batches: Iterable[Any], n: int) -> Iterator[Any]:
-    """The first ``n`` items, closing the iterator (and its DataLoader workers) after."""
-    iterator = iter(batches)
-    try:
-        for _, item in zip(range(n), iterator, strict=False):
-            yield item
-    finally:
-        del iterator
 
 
 def _scheduler(

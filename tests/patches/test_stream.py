@@ -108,6 +108,19 @@ def test_same_seed_same_order_and_epochs_differ(synthetic) -> None:
     assert not np.array_equal(first, order(2, 0)[0])
 
 
+def test_persistent_workers_follow_set_epoch(synthetic) -> None:
+    store, plan = synthetic
+    stream = PatchStream(store, plan, "train", StreamSettings(batch_size=6, seed=3), with_index=True)
+    loader = patch_loader(stream, num_workers=2)
+    for epoch in (0, 1, 0):
+        stream.set_epoch(epoch)
+        rows = np.concatenate([b[2].numpy() for b in loader])
+        fresh = PatchStream(store, plan, "train", StreamSettings(batch_size=6, seed=3), with_index=True)
+        fresh.set_epoch(epoch)
+        assert np.array_equal(rows, np.concatenate([b[2].numpy() for b in collect(fresh, workers=2)]))
+    assert loader._iterator is not None and loader._iterator._persistent_workers
+
+
 def test_unshuffled_patches_match_the_store(synthetic) -> None:
     store, plan = synthetic
     stream = PatchStream(store, plan, "val", StreamSettings(batch_size=9, shuffle=False), with_index=True)
