@@ -7,17 +7,16 @@ state of ``random``, NumPy and torch is turned into such plain values by :func:`
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from sgc.atomic import atomic_write
 from sgc.errors import InputFileError
 
 # torch wraps the unpickler's own complaint in advice this project must not follow (load unsafely).
@@ -35,34 +34,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary file sits in the destination folder so that os.replace is a rename on one filesystem.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_write(path) as f:
+        torch.save(state, f)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable; not possible (nor needed) on platforms without directory fds."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from sgc.atomic import atomic_write
 from sgc.config import TrainConfig
 from sgc.errors import SgcError
 from sgc.model.losses import SegmentationLoss, build_loss
@@ -397,6 +398,5 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
+    with source.open("rb") as src, atomic_write(target) as dst:
+        shutil.copyfileobj(src, dst)

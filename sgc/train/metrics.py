@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sgc.atomic import atomic_write
 from sgc.model.losses import IGNORE_INDEX
 from sgc.train.distributed import all_reduce_sum
 
@@ -247,13 +246,5 @@ def _epoch_of(row: list[str], width: int) -> int | None:
 
 def _rewrite_csv(path: Path, rows: list[list[str]]) -> None:
     """Replace ``path`` with ``rows`` atomically, so a crash mid-rewrite keeps the old file."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            csv.writer(f).writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)

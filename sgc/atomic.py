@@ -1,0 +1,51 @@
+"""Writing a file so that a reader, or a run killed half way, only ever sees the old or the new version."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", **open_args: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success flush it to disk and rename it onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: the file to write; its folder is created if missing.
+        mode: ``"wb"`` or ``"w"``.
+        open_args: passed to :func:`open` (``newline=""`` for CSV, say).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the destination, so that os.replace is a rename within one filesystem.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **open_args) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; not possible (nor needed) on platforms without directory fds."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,29 @@
+"""Atomic file writes: the new file whole, or the old one untouched and no temporary left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sgc.atomic import atomic_write
+
+
+def test_a_write_replaces_the_file_and_leaves_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "f.csv"
+    with atomic_write(path, "w", newline="") as f:
+        f.write("a,b\n")
+    with atomic_write(path, "w") as f:
+        f.write("c\n")
+    assert path.read_text() == "c\n"
+    assert [p.name for p in path.parent.iterdir()] == ["f.csv"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="half way"), atomic_write(path) as f:
+        f.write(b"new, but")
+        raise RuntimeError("killed half way")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
