@@ -259,12 +259,12 @@ class PatchStream(IterableDataset):
         size = self.settings.batch_size
         exhausted = False
 
-        def load() -> bool:
+        def load() -> None:
             nonlocal pool, count, exhausted
             run = next(blocks, None)
             if run is None:
                 exhausted = True
-                return False
+                return
             block = self._read_block(run, spare)
             serial[count] = block
             fresh = np.stack([np.full(len(run), count), np.arange(len(run))], axis=1)
@@ -272,7 +272,6 @@ class PatchStream(IterableDataset):
             if self.settings.shuffle:
                 pool = pool[rng.permutation(len(pool))]
             count += 1
-            return True
 
         while True:
             while not exhausted and (len(serial) < self.settings.buffer_blocks or len(pool) < size):
