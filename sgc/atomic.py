@@ -11,14 +11,16 @@ from typing import IO, Any
 
 
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "wb", **open_args: Any) -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success flush it to disk and rename it onto ``path``.
+def atomic_write(path: str | Path, mode: str = "wb", sync: bool = True, **open_args: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success rename it onto ``path``.
 
     On an exception the temporary file is removed and ``path`` is left as it was.
 
     Args:
         path: the file to write; its folder is created if missing.
         mode: ``"wb"`` or ``"w"``.
+        sync: flush the file and the rename to disk first, so that they survive a power cut too
+            (checkpoints); outputs that a rerun rebuilds cheaply skip the cost.
         open_args: passed to :func:`open` (``newline=""`` for CSV, say).
     """
     path = Path(path)
@@ -28,13 +30,15 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_args: Any) -> Iterat
     try:
         with os.fdopen(fd, mode, **open_args) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if sync:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sgc.atomic import atomic_write
 from sgc.errors import SgcError
 from sgc.sdss.names import DEFAULT_BASE_URL, FieldId
 
@@ -350,7 +351,6 @@ def save_config(model: BaseModel, folder: str | Path, stage: str) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"sgc-{stage}.yaml"
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))
-    tmp.replace(path)
+    with atomic_write(path, "w", sync=False) as f:
+        f.write(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))
     return path

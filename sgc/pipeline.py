@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sgc.atomic import atomic_write
 from sgc.config import (
     ExcludeConfig,
     IngestConfig,
@@ -55,9 +56,8 @@ def simulate_stage(cfg: SimulateConfig, out_dir: Path, progress: bool = True) ->
             return [FieldId.parse(f) for f in done["fields"]]
     fields = simulate(out_dir, n_fields=cfg.fields, seed=cfg.seed, runs=cfg.runs, progress=progress)
     save_config(cfg, out_dir, "simulate")
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"digest": digest, "fields": [str(f) for f in fields]}, indent=1))
-    tmp.replace(marker)
+    with atomic_write(marker, "w", sync=False) as f:
+        f.write(json.dumps({"digest": digest, "fields": [str(f) for f in fields]}, indent=1))
     return fields
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from dask.delayed import Delayed
 
+from sgc.atomic import atomic_write
 from sgc.cube.store import field_names, open_store, parse_field_wcs
 from sgc.sdss.catalogs import read_catalogs
 from sgc.sdss.names import FieldId
@@ -108,10 +108,8 @@ def write_stats(stats: Mapping[str, Any], out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "stats.json"
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(stats, indent=2, allow_nan=False) + "\n")
-    # Rename last: a reader never sees a half-written file.
-    os.replace(tmp, path)
+    with atomic_write(path, "w", sync=False) as f:
+        f.write(json.dumps(stats, indent=2, allow_nan=False) + "\n")
     return path
 
 

@@ -20,7 +20,6 @@ map, the exclusion mask over a field, and the patch grid of a field coloured by 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from sgc.atomic import atomic_write
 from sgc.cube.stats import locate_objects
 from sgc.cube.store import StoreError, field_names, open_store
 from sgc.patches.plan import coverage
@@ -148,9 +148,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
         ("split_report.md", format_report(report)),
     ):
         path = out_dir / name
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        with atomic_write(path, "w", sync=False) as f:
+            f.write(text)
         written.append(path)
     return written
 

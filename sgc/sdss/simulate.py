@@ -35,6 +35,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from sgc.atomic import atomic_write
 from sgc.sdss.frames import FRAME_OFFSET
 from sgc.sdss.names import BANDS, RERUN, FieldId, calibobj_path
 from sgc.sdss.sim_geometry import (
@@ -512,7 +513,5 @@ def _fits_bytes(hdul: fits.HDUList) -> bytes:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write then rename, so a killed run never leaves a truncated file under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_write(path, sync=False) as f:
+        f.write(data)

@@ -173,6 +173,7 @@ def test_write_stats_writes_strict_json(synthetic, tmp_path: Path) -> None:
     assert written == tmp_path / "report" / "stats.json"
     assert json.loads(written.read_text()) == stats
     assert not list((tmp_path / "report").glob("*.part"))
+    assert not list((tmp_path / "report").glob(".*.tmp"))  # atomic_write's temporaries
     with pytest.raises(ValueError):
         write_stats({"mean": float("nan")}, tmp_path / "report")
 

@@ -114,3 +114,4 @@ def test_split_report_writes_json_markdown_and_figures(
         assert data[:8] == b"\x89PNG\r\n\x1a\n", name
         assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == size, name
     assert not list((tmp_path / "report").glob("*.part"))
+    assert not list((tmp_path / "report").glob(".*.tmp"))  # atomic_write's temporaries
