@@ -33,6 +33,7 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="override any config field: --set simulate.fields=8 (repeatable)"),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML config to start from")]
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -102,7 +103,7 @@ def simulate(
     fields: Annotated[int | None, typer.Option(help="number of fields")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (same seed, same bytes)")] = None,
     runs: Annotated[int | None, typer.Option(help="number of imaging runs")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    config: ConfigOpt = None,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -148,7 +149,7 @@ def download(
     catalogs: Annotated[
         bool | None, typer.Option("--catalogs/--no-catalogs", help="also fetch calibObj star/gal files")
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    config: ConfigOpt = None,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -195,7 +196,7 @@ def ingest(
         str | None, typer.Option(help="blosc-lz4, blosc-zstd, zstd or none (new stores)")
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="float32 or float16 (new stores)")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    config: ConfigOpt = None,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -261,7 +262,7 @@ def label(
     mode: Annotated[
         str | None, typer.Option(help="'disk', or 'point' (one pixel per object, as in 2023)")
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
     """Paint catalogue stars and galaxies into label (0 sky, 1 star, 2 galaxy, 255 ignore)."""
@@ -287,7 +288,7 @@ def exclude(
         ),
     ] = None,
     margin: Annotated[float | None, typer.Option(help="margin around held-out frames, arcsec")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
     """Mark pixels whose sky lies in any held-out field's footprint (plus a margin) in exclude."""
@@ -311,7 +312,7 @@ def split(
     catalogs: Annotated[
         list[Path] | None, typer.Option("--catalogs", "-c", help="catalogues for object counts per split")
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
     """Plan patches with train / validation / test splits, normalisation from train, and a report."""
@@ -368,7 +369,7 @@ def train(
     lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of weights, data order and augmentation")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config to start from")] = None,
+    config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
     """Train the U-Net on the plan's train patches; under torchrun, one process per GPU or CPU rank."""
