@@ -111,6 +111,11 @@ class PatchPlan:
         }
 
 
+def holds_objects(table: Table) -> np.ndarray:
+    """Per row, whether the patch holds star or galaxy pixels (what oversampling repeats)."""
+    return (np.asarray(table["n_star"]) + np.asarray(table["n_galaxy"])) > 0
+
+
 def empty_table() -> Table:
     """A plan table with no rows."""
     return Table({name: np.empty(0, dtype=_numpy_dtype(kind)) for name, kind in PLAN_COLUMNS.items()})

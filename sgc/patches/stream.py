@@ -43,7 +43,7 @@ from sgc.cube.store import open_store
 from sgc.errors import SgcError
 from sgc.patches.chunks import ChunkReader
 from sgc.patches.gather import N_SYMMETRIES, gather_patches
-from sgc.patches.planfile import SPLITS, PatchPlan, read_plan
+from sgc.patches.planfile import SPLITS, PatchPlan, holds_objects, read_plan
 
 LABEL_ARRAY = "label"
 
@@ -142,7 +142,7 @@ class PatchStream(IterableDataset):
         self._y0 = np.asarray(table["y0"], dtype=np.int64)
         self._x0 = np.asarray(table["x0"], dtype=np.int64)
         self._clean = np.asarray(table["n_invalid"]) == 0
-        self._objects = (np.asarray(table["n_star"]) + np.asarray(table["n_galaxy"])) > 0
+        self._objects = holds_objects(table)
         self._units = list(plan.field_rows([split]).values())
         self._scale, self._offset, self._chunk = _check_store(self.store, plan)
         self._arrays: tuple[int, ChunkReader, ChunkReader] | None = None

@@ -38,7 +38,7 @@ from sgc.config import TrainConfig
 from sgc.errors import SgcError
 from sgc.model.losses import SegmentationLoss, build_loss
 from sgc.model.unet import build_model
-from sgc.patches.planfile import COUNT_COLUMNS, PatchPlan, read_plan
+from sgc.patches.planfile import COUNT_COLUMNS, PatchPlan, holds_objects, read_plan
 from sgc.patches.stream import PatchStream, StreamSettings, patch_loader
 from sgc.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sgc.train.distributed import DistInfo, all_reduce_sum, amp_dtype, cleanup, setup
@@ -178,8 +178,7 @@ def evaluate(
 def label_counts(plan: PatchPlan, split: str = "train", oversample: int = 1) -> np.ndarray:
     """Sky, star and galaxy pixels of a split's patches, as the loader serves them (oversampling counted)."""
     rows = plan.rows(split)
-    has_objects = (np.asarray(rows["n_star"]) + np.asarray(rows["n_galaxy"])) > 0
-    repeats = np.where(has_objects, oversample, 1)
+    repeats = np.where(holds_objects(rows), oversample, 1)
     return np.array([int(np.sum(np.asarray(rows[c]) * repeats)) for c in COUNT_COLUMNS[:3]], dtype=np.int64)
 
 
