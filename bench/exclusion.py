@@ -38,7 +38,7 @@ from sgc.masks.footprint import PixelPolygons, footprint_from_headers, grid_poly
 from sgc.masks.polygon import fill_polygons
 from sgc.sdss.frames import frame_wcs
 from sgc.sdss.names import BANDS
-from sgc.sdss.simulate import SimRun, frame_header
+from sgc.sim.simulate import SimRun, frame_header
 
 HERE = Path(__file__).resolve().parent
 MARGIN_ARCSEC = 10.0

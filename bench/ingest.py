@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from sgc.config import IngestConfig
+from sgc.compute import Compute
+from sgc.config import ComputeConfig, IngestConfig
 from sgc.cube.ingest import FieldResult, ingest
 from sgc.sdss.discover import find_raw
 from sgc.sdss.fitsfile import read_bytes
 from sgc.sdss.frames import frame_wcs
 from sgc.sdss.names import BANDS
-from sgc.sdss.simulate import simulate
+from sgc.sim.simulate import simulate
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,7 +48,7 @@ def ensure_fields(raw: Path, n_fields: int) -> list[dict[str, Path]]:
         if raw.exists() and any(raw.iterdir()):
             raise SystemExit(f"{raw}: holds fewer than {n_fields} fields; give an empty or new --raw folder")
         print(f"simulating {n_fields} fields into {raw} ...")
-        simulate(raw, n_fields=n_fields, seed=11, progress=True)
+        simulate(raw, n_fields=n_fields, seed=11)
         inv = find_raw(raw)
     return [inv.frames[f] for f in inv.complete[:n_fields]]
 
@@ -89,9 +90,8 @@ def sgc_ingest(raw: Path, fields: list[dict[str, Path]], workers: int, store: Pa
     wanted = [p["i"].name.removeprefix("frame-i-").removesuffix(".fits.bz2") for p in fields]
     results: list[FieldResult] = []
     start = time.perf_counter()
-    summary = ingest(
-        raw, store, IngestConfig(workers=workers, fields=wanted), progress=False, on_result=results.append
-    )
+    with Compute(ComputeConfig(workers=workers)) as compute:
+        summary = ingest(raw, store, IngestConfig(fields=wanted), compute, on_result=results.append)
     wall = time.perf_counter() - start
     if not summary.ok:
         raise SystemExit(summary.format())

@@ -38,8 +38,9 @@ from pathlib import Path
 import numpy as np
 from timing import best_of
 
+from sgc.classes import GALAXY, IGNORE, STAR
 from sgc.masks.labels import _buckets
-from sgc.masks.paint import GALAXY, IGNORE, STAR, paint_disks, paint_disks_numpy, paint_order
+from sgc.masks.paint import paint_disks, paint_disks_numpy, paint_order
 
 HERE = Path(__file__).resolve().parent
 SHAPE = (1489, 2048)

@@ -66,8 +66,9 @@ import zarr  # noqa: E402
 from timing import best_of, machine  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, IterableDataset  # noqa: E402
 
+from sgc.config import LoaderConfig  # noqa: E402
 from sgc.patches.planfile import read_plan  # noqa: E402
-from sgc.patches.stream import PatchStream, StreamSettings, patch_loader  # noqa: E402
+from sgc.patches.stream import PatchStream, patch_loader  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -229,10 +230,8 @@ class Epochs(IterableDataset):
 
 
 def new_stream(case: Case, augment: bool) -> PatchStream:
-    settings = StreamSettings(
-        batch_size=BATCH, shuffle=True, seed=0, augment=augment, noise=0.0, gain_jitter=0.0, oversample=1
-    )
-    return PatchStream(case.store, case.plan, split="train", settings=settings, rank=0, world_size=1)
+    settings = LoaderConfig(batch_size=BATCH, augment=augment, noise=0.0, gain_jitter=0.0, oversample=1)
+    return PatchStream(case.store, case.plan, "train", settings, seed=0, shuffle=True, rank=0, world_size=1)
 
 
 def steady_loader(stream: PatchStream, workers: int, epochs: int) -> Callable[[], Iterator]:
@@ -293,8 +292,10 @@ def write_patch_files(case: Case, folder: Path) -> int:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     (folder / MARKER).write_text("made by bench/loader.py; safe to delete\n")
-    settings = StreamSettings(batch_size=BATCH, shuffle=False, augment=False)
-    stream = PatchStream(case.store, case.plan, "train", settings, rank=0, world_size=1, with_index=True)
+    settings = LoaderConfig(batch_size=BATCH, augment=False)
+    stream = PatchStream(
+        case.store, case.plan, "train", settings, shuffle=False, rank=0, world_size=1, with_index=True
+    )
     record = np.zeros((), dtype=RECORD)
     for image, label, index in stream:
         for k in range(len(index)):

@@ -8,8 +8,8 @@ the trainer's one-cycle costs the same per step). A patch is a float32 ``(5, 64,
 
 1. ``in-memory``: a fixed list of batches already in memory (drawn once from the loader, full batches only,
    pinned on CUDA), cycled;
-2. ``loader``: batches from ``patch_loader(PatchStream(store, plan, "train", StreamSettings(batch_size=B,
-   augment=True, seed=0)), num_workers=W)``, one loader whose workers live across epochs (``set_epoch(e)``
+2. ``loader``: batches from ``patch_loader(PatchStream(store, plan, "train", LoaderConfig(batch_size=B,
+   augment=True)), num_workers=W)``, one loader whose workers live across epochs (``set_epoch(e)``
    before each), epochs repeated until the step count is reached, as the trainer runs it; the workers start
    once, before timing;
 3. ``loader alone``: the same loader loop with no training step, for the loader's own cost per batch.
@@ -55,11 +55,11 @@ import torch
 from timing import best_of, machine
 from torch.utils.data import DataLoader
 
-from sgc.config import DEMO_TRAIN, ModelConfig, TrainConfig
+from sgc.config import LoaderConfig, ModelConfig, TrainConfig, load_config
 from sgc.model.losses import SegmentationLoss, build_loss
-from sgc.model.unet import build_model, count_parameters
+from sgc.model.unet import UNet, count_parameters
 from sgc.patches.planfile import read_plan
-from sgc.patches.stream import PatchStream, StreamSettings, patch_loader
+from sgc.patches.stream import PatchStream, patch_loader
 from sgc.train.loop import label_counts, train_step
 
 HERE = Path(__file__).resolve().parent
@@ -67,7 +67,7 @@ REPO = HERE.parent
 PACKAGES = ("numpy", "torch", "zarr", "numba")
 MODELS = {
     "default": TrainConfig().model,
-    "demo": ModelConfig(**DEMO_TRAIN["model"]),
+    "demo": load_config(REPO / "configs" / "demo.yaml").train.model,
 }
 SIM_BUILD = (
     "workdir=stores/bench-train",
@@ -161,7 +161,7 @@ def warm_cache(store: Path) -> None:
 def make_trainer(model_cfg: ModelConfig, counts: np.ndarray, device: torch.device) -> Trainer:
     cfg = TrainConfig(model=model_cfg)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model).to(device)
+    model = UNet(cfg.model).to(device)
     loss_fn = build_loss(cfg.loss, counts).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
@@ -170,7 +170,7 @@ def make_trainer(model_cfg: ModelConfig, counts: np.ndarray, device: torch.devic
 
 
 def new_stream(c: Case, batch: int) -> PatchStream:
-    return PatchStream(c.store, c.plan, "train", StreamSettings(batch_size=batch, augment=True, seed=0))
+    return PatchStream(c.store, c.plan, "train", LoaderConfig(batch_size=batch, augment=True), seed=0)
 
 
 def loader_batches(loader: DataLoader, stream: PatchStream, steps: int) -> Iterator[Batch]:

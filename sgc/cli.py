@@ -1,4 +1,10 @@
-"""The ``sgc`` command line: one thin command per stage, every option backed by the config."""
+"""The ``sgc`` command line: ``sgc run`` and one thin command per stage of :data:`sgc.stages.STAGES`.
+
+Every option is a config field: a command resolves the config (defaults, then ``--config`` or the run's
+file, then ``--set``, then its own options), builds the stage's context around the paths it was given,
+and runs the stage from the table. Messages go through :mod:`logging` (``--quiet`` keeps warnings and
+errors, ``--verbose`` adds what each stage does); bad input ends in one ``error:`` line and exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +12,81 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
-from sgc import __version__
-from sgc.config import RunConfig, load_config
+from sgc import __version__, progress
+from sgc.config import RunConfig, load_config, validate_config
 from sgc.errors import SgcError
-from sgc.sdss.names import FieldId
+from sgc.stages import STAGES
 
 app = typer.Typer(
     name="sgc",
-    help="Find stars and galaxies in SDSS images, pixel by pixel. Stages: simulate, serve, download, ingest, "
-    "stats, label, exclude, split, audit; `sgc run CONFIG` runs them all in order.",
+    help="Find stars and galaxies in SDSS images, pixel by pixel. `sgc run CONFIG` runs every stage in "
+    "order, skipping what is complete; each stage also has its own command.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+log = logging.getLogger("sgc.cli")
 
-ConfigArg = Annotated[
-    Path | None, typer.Argument(help="YAML config (configs/demo.yaml); omitted: the offline demo defaults")
-]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="override any config field: --set simulate.fields=8 (repeatable)"),
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
-ConfigOpt = Annotated[Path | None, typer.Option(help="YAML config to start from")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="only warnings and errors, no progress bars")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="also log what each stage does")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML config to start from (configs/demo.yaml)")]
+WorkersOpt = Annotated[int | None, typer.Option(help="local Dask worker processes")]
+SchedulerOpt = Annotated[
+    str | None, typer.Option(help="address of a running dask.distributed scheduler (tcp://host:8786)")
+]
+StoreArg = Annotated[Path, typer.Argument(help="the cube store")]
+HeldOutOpt = Annotated[
+    list[str] | None, typer.Option("--held-out", help="held-out field ids (default: test_fields)")
+]
+FootprintsOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--footprints", help="folders or files with the held-out fields' frames or .hdr headers"),
+]
+CatalogsOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--catalogs", "-c", help="catalogue files or folders (default: those in the raw folder)"),
+]
+
+
+class _Terminal(logging.Handler):
+    """Log records as plain lines on the current stderr (the one a test runner may have swapped in)."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if self.verbose:
+                text = f"{record.levelname.lower()} {record.name}: {text}"
+            elif record.levelno >= logging.WARNING:
+                text = f"{record.levelname.lower()}: {text}"
+            typer.echo(text, err=True)
+        except Exception:  # a broken pipe must not turn into a traceback from inside logging
+            self.handleError(record)
+
+
+def _output(quiet: bool, verbose: bool) -> None:
+    """Set where messages go and how many: sgc's own logger only, and the progress bars."""
+    progress.set_enabled(not quiet)
+    logger = logging.getLogger("sgc")
+    # Under torchrun every rank runs the command; one set of messages, from rank 0.
+    main = os.environ.get("RANK", "0") == "0"
+    level = logging.DEBUG if verbose else logging.INFO
+    logger.setLevel(level if main and not quiet else logging.WARNING)
+    logger.propagate = False
+    for handler in [h for h in logger.handlers if isinstance(h, _Terminal)]:
+        logger.removeHandler(handler)
+    logger.addHandler(_Terminal(verbose))
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -41,18 +94,52 @@ def _fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _merge(data: dict[str, Any], updates: dict[str, Any]) -> None:
+    """Merge the values given (not None) into ``data``, section by section."""
+    for key, value in updates.items():
+        if isinstance(value, dict):
+            _merge(data.setdefault(key, {}), value)
+        elif value is not None:
+            data[key] = value
+
+
 def _config(
-    path: Path | None, overrides: list[str] | None, section: str | None = None, **options: object
+    path: Path | None, overrides: list[str] | None, updates: dict[str, Any] | None = None
 ) -> RunConfig:
     """Resolve the config: defaults, then the file, then ``--set``, then the command's own options."""
     try:
-        cfg = load_config(path, overrides or [])
-        data = cfg.model_dump()
-        target = data[section] if section else data
-        target.update({k: v for k, v in options.items() if v is not None})
-        return RunConfig.model_validate(data)
-    except (SgcError, ValidationError) as exc:
+        data = load_config(path, overrides or []).model_dump(mode="json")
+        _merge(data, updates or {})
+        return validate_config(data, str(path) if path else "command line")
+    except SgcError as exc:
         raise _fail(exc) from exc
+
+
+def _say_held_out(cfg: RunConfig, config: Path | None, given: list[str] | None) -> None:
+    """A stage command without a config states which fields it holds out, since they matter a great deal."""
+    if config is None and not given:
+        log.info(
+            "holding out %s: the default test_fields (give --config or --held-out to hold out others)",
+            ", ".join(cfg.test_fields) or "nothing",
+        )
+
+
+def _run_stage(
+    name: str, cfg: RunConfig, store: Path | None = None, resume: bool = True, **paths: Path | None
+) -> None:
+    """Run one stage of the table around ``store`` (or the config's paths); exit 1 if it left work undone."""
+    from sgc.compute import Compute
+    from sgc.stages import context, run_stage
+
+    try:
+        with Compute(cfg.compute) as compute:
+            ctx = context(cfg, compute, store, **paths)
+            ctx.resume = resume
+            result = run_stage(STAGES[name], ctx)
+    except (SgcError, ValueError) as exc:
+        raise _fail(exc) from exc
+    if not result.ok:
+        raise typer.Exit(code=1)
 
 
 def _version(value: bool) -> None:
@@ -63,41 +150,48 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log what each stage does")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
     ] = False,
 ) -> None:
     """sgc: per-pixel sky / star / galaxy segmentation of SDSS imaging."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
 
 
 @app.command()
-def run(config: ConfigArg = None, overrides: SetOpt = None, quiet: QuietOpt = False) -> None:
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML config: configs/demo.yaml is the offline demo")],
+    overrides: SetOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
     """Run every stage of CONFIG in order, skipping what is already complete."""
-    from sgc.pipeline import run as run_pipeline
+    from sgc.stages import run_all
 
-    cfg = _config(config, overrides)
+    _output(quiet, verbose)
+    cfg = _config(config, overrides, {"compute": {"workers": workers, "scheduler": scheduler}})
     start = time.perf_counter()
     try:
-        run_pipeline(cfg, progress=not quiet)
+        run_all(cfg)
     except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
-    typer.echo(f"done in {time.perf_counter() - start:.1f} s: outputs in {cfg.out_dir}")
+    typer.echo(f"done in {time.perf_counter() - start:.1f} s: outputs in {cfg.paths.out_dir}")
 
 
 @app.command("config")
-def show_config(config: ConfigArg = None, overrides: SetOpt = None) -> None:
-    """Print the resolved config (defaults, file and overrides) as YAML."""
+def show_config(
+    config: Annotated[Path | None, typer.Argument(help="YAML config; omitted: the defaults")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Print the resolved config (defaults, file and overrides) as YAML, or refuse it naming the key."""
     import yaml
 
     cfg = _config(config, overrides)
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
 
 
-@app.command()
+@app.command(help=STAGES["simulate"].help)
 def simulate(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the SAS-layout files into")],
     fields: Annotated[int | None, typer.Option(help="number of fields")] = None,
@@ -106,16 +200,11 @@ def simulate(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Write simulated SDSS frames and calibObj catalogues (the truth) in the SAS layout."""
-    from sgc.pipeline import simulate_stage
-
-    cfg = _config(config, overrides, "simulate", fields=fields, seed=seed, runs=runs)
-    try:
-        done = simulate_stage(cfg.simulate, out, progress=not quiet)
-    except (SgcError, ValueError) as exc:
-        raise _fail(exc) from exc
-    typer.echo(f"{len(done)} field(s) in {out}: {', '.join(str(f) for f in done)}")
+    _output(quiet, verbose)
+    cfg = _config(config, overrides, {"simulate": {"fields": fields, "seed": seed, "runs": runs}})
+    _run_stage("simulate", cfg, mirror=out)
 
 
 @app.command()
@@ -138,7 +227,7 @@ def serve(
             typer.echo("stopped")
 
 
-@app.command()
+@app.command(help=STAGES["download"].help)
 def download(
     fields: Annotated[list[str], typer.Argument(help="field ids: 8162-6-80 or 008162-6-0080")],
     out: Annotated[Path, typer.Option("--out", "-o", help="RAW_DIR: files land in the SAS layout below it")],
@@ -152,30 +241,15 @@ def download(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Fetch the five frames of each FIELD and the calibObj files of its run+camcol; resumable."""
-    from sgc.pipeline import download_stage
-
-    cfg = _config(
-        config,
-        overrides,
-        "download",
-        fields=fields,
-        base_url=base_url,
-        jobs=jobs,
-        retries=retries,
-        timeout=timeout,
-        catalogs=catalogs,
-    )
-    cfg.raw_dir = out
-    wanted = [FieldId.parse(f) for f in cfg.download.fields]
-    try:
-        download_stage(cfg, wanted, cfg.download.base_url, progress=not quiet)
-    except (SgcError, ValueError) as exc:
-        raise _fail(exc) from exc
+    _output(quiet, verbose)
+    section = {"fields": fields, "base_url": base_url, "jobs": jobs, "retries": retries, "timeout": timeout}
+    cfg = _config(config, overrides, {"source": "sdss", "download": section | {"catalogs": catalogs}})
+    _run_stage("download", cfg, raw=out)
 
 
-@app.command()
+@app.command(help=STAGES["ingest"].help)
 def ingest(
     raw_dir: Annotated[
         Path, typer.Argument(help="folder holding frame-BAND-RRRRRR-C-FFFF.fits[.bz2] files, any layout")
@@ -184,10 +258,8 @@ def ingest(
     fields: Annotated[
         list[str] | None, typer.Option("--fields", help="only these field ids (repeatable)")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="local worker processes")] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="address of a running dask.distributed scheduler")
-    ] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     strict: Annotated[
         bool | None, typer.Option("--strict/--no-strict", help="stop at the first bad field")
     ] = None,
@@ -199,136 +271,117 @@ def ingest(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Align the five bands of every field below RAW_DIR onto its i-band grid, into one Zarr store."""
-    from sgc.pipeline import ingest_stage
-
+    _output(quiet, verbose)
+    section = {"fields": fields or None, "strict": strict, "chunk": chunk, "codec": codec, "dtype": dtype}
     cfg = _config(
-        config,
-        overrides,
-        "ingest",
-        fields=fields or None,
-        workers=workers,
-        scheduler=scheduler,
-        strict=strict,
-        chunk=chunk,
-        codec=codec,
-        dtype=dtype,
+        config, overrides, {"ingest": section, "compute": {"workers": workers, "scheduler": scheduler}}
     )
-    try:
-        ingest_stage(cfg.ingest, raw_dir, store, progress=not quiet)
-    except (SgcError, ValueError) as exc:
-        raise _fail(exc) from exc
+    _run_stage("ingest", cfg, store, raw=raw_dir)
 
 
-@app.command()
+@app.command(help=STAGES["stats"].help)
 def stats(
-    store: Annotated[Path, typer.Argument(help="the cube store")],
-    catalogs: Annotated[
-        list[Path] | None, typer.Option("--catalogs", "-c", help="catalogue files or folders (repeatable)")
+    store: StoreArg,
+    catalogs: CatalogsOpt = None,
+    raw: Annotated[
+        Path | None,
+        typer.Option(help="raw frames folder, for the before/after figure (default: the store's)"),
     ] = None,
-    raw: Annotated[Path | None, typer.Option(help="raw frames folder, for the before/after figure")] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="output folder (default STORE-stats)")
+        Path | None, typer.Option("--out", "-o", help="output folder (default STORE's stats/)")
     ] = None,
-    field: Annotated[str | None, typer.Option(help="field to draw (default: the first stored)")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Per-band statistics over valid pixels, object counts per field, JSON and PNG figures."""
-    from sgc.pipeline import stats_stage
-
-    out = out or store.with_name(f"{store.stem}-stats")
-    try:
-        stats_stage(store, out, _catalog_paths(catalogs), raw_dir=raw, field=field)
-    except (SgcError, ValueError) as exc:
-        raise _fail(exc) from exc
+    _output(quiet, verbose)
+    cfg = _config(
+        config, overrides, {"catalogs": catalogs, "compute": {"workers": workers, "scheduler": scheduler}}
+    )
+    _run_stage("stats", cfg, store, raw=raw, stats=out)
 
 
-def _catalog_paths(items: list[Path] | None) -> list[Path]:
-    """Catalogue files, with folders expanded to the catalogues found below them."""
-    from sgc.sdss.discover import find_raw
-
-    paths: list[Path] = []
-    for item in items or []:
-        paths += find_raw(item).catalogs if item.is_dir() else [item]
-    return paths
-
-
-@app.command()
+@app.command(help=STAGES["label"].help)
 def label(
-    store: Annotated[Path, typer.Argument(help="the cube store")],
-    catalogs: Annotated[
-        list[Path], typer.Option("--catalogs", "-c", help="catalogue files or folders (repeatable)")
-    ],
+    store: StoreArg,
+    catalogs: CatalogsOpt = None,
     mode: Annotated[
         str | None, typer.Option(help="'disk', or 'point' (one pixel per object, as in 2023)")
     ] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Paint catalogue stars and galaxies into label (0 sky, 1 star, 2 galaxy, 255 ignore)."""
-    from sgc.pipeline import label_stage
+    _output(quiet, verbose)
+    cfg = _config(
+        config,
+        overrides,
+        {
+            "catalogs": catalogs,
+            "label": {"mode": mode},
+            "compute": {"workers": workers, "scheduler": scheduler},
+        },
+    )
+    _run_stage("label", cfg, store)
 
-    cfg = _config(config, overrides, "label", mode=mode)
-    try:
-        label_stage(cfg.label, store, _catalog_paths(catalogs))
-    except (SgcError, ValueError) as exc:
-        raise _fail(exc) from exc
 
-
-@app.command()
+@app.command(help=STAGES["exclude"].help)
 def exclude(
-    store: Annotated[Path, typer.Argument(help="the cube store")],
-    held_out: Annotated[
-        list[str] | None, typer.Option("--held-out", help="held-out field ids (default: test_fields)")
-    ] = None,
-    footprints: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--footprints", help="folders or files with the held-out fields' frames or .hdr headers"
-        ),
-    ] = None,
+    store: StoreArg,
+    held_out: HeldOutOpt = None,
+    footprints: FootprintsOpt = None,
     margin: Annotated[float | None, typer.Option(help="margin around held-out frames, arcsec")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Mark pixels whose sky lies in any held-out field's footprint (plus a margin) in exclude."""
-    from sgc.pipeline import exclude_stage
+    _output(quiet, verbose)
+    updates = {
+        "test_fields": held_out,
+        "exclude": {"margin_arcsec": margin, "footprint_sources": footprints},
+        "compute": {"workers": workers, "scheduler": scheduler},
+    }
+    cfg = _config(config, overrides, updates)
+    _say_held_out(cfg, config, held_out)
+    _run_stage("exclude", cfg, store)
 
-    cfg = _config(config, overrides, "exclude", margin_arcsec=margin, footprint_sources=footprints or None)
-    try:
-        sources = list(cfg.exclude.footprint_sources) or _raw_dir_of(store)
-        held = [str(FieldId.parse(f)) for f in held_out] if held_out else cfg.test_fields
-        exclude_stage(cfg.exclude, store, held, sources)
-    except (SgcError, ValueError) as exc:
-        raise _fail(exc) from exc
 
-
-@app.command()
+@app.command(help=STAGES["split"].help)
 def split(
-    store: Annotated[Path, typer.Argument(help="the cube store (with label and exclude)")],
+    store: Annotated[Path, typer.Argument(help="the cube store (with labels and exclusion)")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="plan to write (default STORE-plan.zarr)")
+        Path | None, typer.Option("--out", "-o", help="plan to write (default: plan.zarr beside the store)")
     ] = None,
-    catalogs: Annotated[
-        list[Path] | None, typer.Option("--catalogs", "-c", help="catalogues for object counts per split")
-    ] = None,
+    catalogs: CatalogsOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Plan patches with train / validation / test splits, normalisation from train, and a report."""
-    from sgc.pipeline import split_stage
-
-    cfg = _config(config, overrides)
-    plan = out or store.with_name(f"{store.stem}-plan.zarr")
-    try:
-        split_stage(cfg.split, store, plan, cfg.test_fields, _catalog_paths(catalogs))
-    except (SgcError, ValueError) as exc:
-        raise _fail(exc) from exc
+    _output(quiet, verbose)
+    cfg = _config(
+        config, overrides, {"catalogs": catalogs, "compute": {"workers": workers, "scheduler": scheduler}}
+    )
+    _say_held_out(cfg, config, None)
+    _run_stage("split", cfg, store, plan=out)
 
 
-@app.command()
+@app.command(help=STAGES["audit"].help)
 def audit(
-    store: Annotated[Path, typer.Argument(help="the cube store")],
+    store: StoreArg,
     plan: Annotated[Path, typer.Argument(help="the patch plan")],
     held_out: Annotated[
         list[str] | None, typer.Option("--held-out", help="held-out field ids (default: those excluded)")
@@ -336,30 +389,31 @@ def audit(
     margin: Annotated[
         float | None, typer.Option(help="exclusion margin, arcsec (default: the one excluded with)")
     ] = None,
-    footprints: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--footprints", help="folders or files with the held-out fields' frames or .hdr headers"
-        ),
-    ] = None,
+    footprints: FootprintsOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Check, without the masks, that no train or validation pixel is on held-out sky (exit 1 if one is)."""
-    from sgc.cube.store import open_store
-    from sgc.pipeline import audit_stage
+    from sgc.cube.store import ATTR_HELD_OUT, ATTR_MARGIN, EXCLUDE, CubeStore
 
-    try:
-        group = open_store(store)
-        excluded = dict(group["exclude"].attrs) if "exclude" in group else {}
-        fields = [str(FieldId.parse(f)) for f in held_out] if held_out else excluded.get("held_out")
-        margin = margin if margin is not None else excluded.get("margin_arcsec")
-        if not fields or margin is None:
-            raise SgcError(f"{store}: no exclusion recorded; give --held-out and --margin")
-        audit_stage(store, plan, fields, footprints or _raw_dir_of(store), margin)
-    except (SgcError, ValueError) as exc:
-        raise _fail(exc) from exc
+    _output(quiet, verbose)
+    if not held_out or margin is None:
+        # By default the audit checks the exclusion the store records, whatever config made it.
+        try:
+            recorded = CubeStore.open(store).record(EXCLUDE)
+        except SgcError as exc:
+            raise _fail(exc) from exc
+        held_out = held_out or recorded.get(ATTR_HELD_OUT)
+        margin = margin if margin is not None else recorded.get(ATTR_MARGIN)
+        if not held_out or margin is None:
+            raise _fail(SgcError(f"{store}: no exclusion recorded; give --held-out and --margin"))
+    updates = {"test_fields": held_out, "exclude": {"margin_arcsec": margin, "footprint_sources": footprints}}
+    cfg = _config(config, overrides, updates)
+    _run_stage("audit", cfg, store, plan=plan)
 
 
-@app.command()
+@app.command(help=STAGES["train"].help)
 def train(
     store: Annotated[Path, typer.Argument(help="the cube store (with labels)")],
     plan: Annotated[Path, typer.Argument(help="the patch plan")],
@@ -371,24 +425,10 @@ def train(
     seed: Annotated[int | None, typer.Option(help="seed of weights, data order and augmentation")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Train the U-Net on the plan's train patches; under torchrun, one process per GPU or CPU rank."""
-    from sgc.train.loop import train as run_training
-
-    cfg = _config(config, overrides, "train", epochs=epochs, lr=lr, device=device, seed=seed)
-    try:
-        result = run_training(store, plan, out or cfg.run_dir, cfg.train, resume=resume)
-    except (SgcError, ValueError) as exc:
-        raise _fail(exc) from exc
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary rather than one per rank
-        print(result.format())
-
-
-def _raw_dir_of(store: Path) -> list[Path]:
-    """The raw folder the store was ingested from, where held-out frames are looked for by default."""
-    from sgc.cube.store import open_store
-
-    raw = open_store(store).attrs.get("raw_dir")
-    if raw is None:
-        raise SgcError(f"{store}: no raw folder recorded; give --footprints")
-    return [Path(raw)]
+    _output(quiet, verbose)
+    section = {"epochs": epochs, "lr": lr, "device": device, "seed": seed}
+    cfg = _config(config, overrides, {"train": section})
+    _run_stage("train", cfg, store, resume=resume, plan=plan, run=out)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sgc.compute import Compute
+from sgc.config import ComputeConfig
+
 _DEFAULT_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "sdss"
 
 
@@ -22,6 +25,13 @@ def sdss_dir() -> Path:
     if not (path / "003918-3-0213").is_dir():
         pytest.skip(f"real SDSS sample not found at {path} (set SGC_SDSS_DIR to its folder)")
     return path
+
+
+@pytest.fixture(scope="session")
+def compute() -> Compute:
+    """One Dask client for the whole session: a local cluster of one worker process, started on first use."""
+    with Compute(ComputeConfig(workers=1)) as session:
+        yield session
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

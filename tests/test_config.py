@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,35 @@ from sgc.config import ConfigError, RunConfig, apply_overrides, config_digest, l
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_defaults_are_the_offline_demo() -> None:
-    cfg = load_config()
-    assert cfg.source == "simulate"
-    assert cfg.test_fields == ["009001-3-0012"]
-    assert RunConfig().test_fields == ["008162-6-0080"]  # the canonical test field, for real data
-    assert cfg.out_dir == Path("stores/demo")
-    assert cfg.resolved_raw_dir == Path("stores/demo/raw")
+def test_one_set_of_defaults(tmp_path: Path) -> None:
+    only_name = tmp_path / "only-name.yaml"
+    only_name.write_text("name: sgc\n")
+    assert RunConfig() == load_config() == load_config(only_name)
+    cfg = RunConfig()
+    assert cfg.test_fields == ["008162-6-0080"]  # the canonical test field, for real data
+    assert cfg.train.epochs == 30 and cfg.train.model.width == 32 and cfg.train.model.depth == 4
+    paths = cfg.paths
+    assert (paths.store, paths.out_dir, paths.raw) == (
+        Path("stores/sgc.zarr"),
+        Path("stores/sgc"),
+        Path("stores/sgc/raw"),
+    )
+    assert (paths.plan, paths.plan_report, paths.run) == (
+        Path("stores/sgc/plan.zarr"),
+        Path("stores/sgc/plan-report"),
+        Path("runs/sgc"),
+    )
+
+
+def test_paths_around_a_store_are_those_sgc_run_uses() -> None:
+    cfg = load_config(REPO / "configs" / "demo.yaml")
+    assert cfg.paths_for_store(cfg.paths.store) == cfg.paths
+    other = cfg.paths_for_store("elsewhere/x.zarr")
+    assert (other.plan, other.stats, other.run) == (
+        Path("elsewhere/x/plan.zarr"),
+        Path("elsewhere/x/stats"),
+        Path("runs/x"),
+    )
 
 
 @pytest.mark.parametrize("name", ["demo", "sample", "dr17"])
@@ -27,15 +50,33 @@ def test_shipped_configs_load(name: str) -> None:
     assert cfg.name == name
 
 
-def test_demo_config_spells_out_the_defaults() -> None:
-    assert load_config(REPO / "configs" / "demo.yaml") == load_config()
-
-
 def test_demo_test_field_is_the_middle_simulated_field() -> None:
     from sgc.sdss.names import FieldId
-    from sgc.sdss.simulate import DEFAULT_CAMCOL, DEFAULT_START_FIELD, FIRST_RUN
+    from sgc.sim.simulate import DEFAULT_CAMCOL, DEFAULT_START_FIELD, FIRST_RUN
 
-    assert load_config().test_fields == [str(FieldId(FIRST_RUN, DEFAULT_CAMCOL, DEFAULT_START_FIELD + 1))]
+    demo = load_config(REPO / "configs" / "demo.yaml")
+    assert demo.test_fields == [str(FieldId(FIRST_RUN, DEFAULT_CAMCOL, DEFAULT_START_FIELD + 1))]
+
+
+# Every rule that ties settings together, with a value breaking it and the key the refusal must name.
+CROSS_FIELD_RULES = [
+    (["label.min_radius_px=30", "label.max_radius_px=5"], "label.min_radius_px"),
+    (["split.row_fractions=[0.9, 0.9, 0.9]"], "split.row_fractions"),
+    (
+        ["split.train_fields=[9001-3-11]", "split.val_fields=[9001-3-11]"],
+        "split.train_fields and split.val_fields",
+    ),
+    (["test_fields=[9001-3-12]", "split.val_fields=[9001-3-12]"], "split.val_fields lists the held-out"),
+    (["split.patch=36"], "split.patch (36) must be a multiple of 2**train.model.depth"),
+    (["split.patch=128", "ingest.chunk=64"], "split.patch (128) is larger than ingest.chunk (64)"),
+    (["source=sdss", "download.fields=[]"], "download.fields"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "named"), CROSS_FIELD_RULES)
+def test_cross_field_rules_refuse_a_config_naming_the_key(overrides: list[str], named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(REPO / "configs" / "demo.yaml", overrides)
 
 
 def test_dr17_config_lists_the_twelve_published_fields_with_the_test_field() -> None:
@@ -92,10 +133,10 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
 
 
 def test_saved_config_loads_back_identical(tmp_path: Path) -> None:
-    cfg = load_config(None, ["simulate.fields=5", "download.jobs=2"])
+    cfg = load_config(REPO / "configs" / "demo.yaml", ["simulate.fields=5", "download.jobs=2"])
     path = save_config(cfg, tmp_path / "out", "run")
     assert path.name == "sgc-run.yaml"
     again = RunConfig.model_validate(yaml.safe_load(path.read_text()))
     assert again == cfg
     assert config_digest(again) == config_digest(cfg)
-    assert config_digest(load_config(None, ["simulate.seed=1"])) != config_digest(cfg)
+    assert config_digest(cfg.model_copy(update={"name": "x"})) != config_digest(cfg)

@@ -1,7 +1,8 @@
 """``sgc ingest``: frames below a folder -> aligned five-band cubes in one Zarr store, with Dask.
 
 The client plans (which fields, which slots), allocates slots in the store, and submits one task per field
-to a dask.distributed cluster: a local cluster of processes or any running scheduler. Each task reads the
+to the run's dask.distributed cluster (:mod:`sgc.compute`): a local cluster of processes or any running
+scheduler. Each task reads the
 field's five frames, aligns them onto the i-band grid and writes the result into the field's own region of
 the store, marking it done last; nothing but a small result record travels back to the client. A killed run
 leaves its unfinished fields not done, and the next run does exactly those.
@@ -16,40 +17,32 @@ import hashlib
 import logging
 import resource
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sgc import __version__
+from sgc import __version__, progress
+from sgc.compute import Compute
 from sgc.config import IngestConfig
 from sgc.cube.store import (
-    StoreLayout,
-    allocate_fields,
-    create_store,
-    done_fields,
-    open_store,
-    store_layout,
-    write_field,
+    ATTR_FIELDS_DONE,
+    ATTR_INGEST_CONFIG,
+    ATTR_LAST_INGEST,
+    ATTR_RAW_DIR,
+    ATTR_VERSION,
+    CubeStore,
 )
 from sgc.errors import InputFileError, SgcError
-from sgc.sdss.discover import Inventory, find_raw
+from sgc.sdss.discover import find_raw
 from sgc.sdss.frames import read_frame, read_frame_header
 from sgc.sdss.names import BANDS, FieldId
 
 log = logging.getLogger(__name__)
 
 REFERENCE_BAND = "i"
-# Environment for worker processes: numba, OpenMP and BLAS threads capped so that N workers use N cores.
-SINGLE_THREAD_ENV = {
-    "NUMBA_NUM_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-}
 
 
 class IngestError(SgcError):
@@ -139,8 +132,8 @@ def ingest_field(
             sizes = ", ".join(f"{b} {s[0]}x{s[1]}" for b, s in shapes.items())
             raise InputFileError(paths[REFERENCE_BAND], f"frames of field {field_id} differ in size: {sizes}")
         aligned = align_field(frames, reference=REFERENCE_BAND, method=align_method)
-        layout_shape = tuple(open_store(store)["valid"].shape[1:])
-        image, valid = _fit_to_grid(aligned.cube, aligned.valid, layout_shape, paths[REFERENCE_BAND])
+        cube = CubeStore.open(store, mode="r+")
+        image, valid = _fit_to_grid(aligned.cube, aligned.valid, cube.shape, paths[REFERENCE_BAND])
         diagnostics = _diagnostics_record(aligned.diagnostics)
         source = {
             "field": field_id,
@@ -148,7 +141,7 @@ def ingest_field(
             "align": diagnostics,
             "sgc": __version__,
         }
-        write_field(store, slot, image, valid, frames[REFERENCE_BAND].header.tostring(), source)
+        cube.write_field(slot, image, valid, frames[REFERENCE_BAND].header.tostring(), source)
     except Exception as exc:  # any failure is this field's alone: report it, let the others carry on
         named = isinstance(exc, (InputFileError, ValueError))  # these already name the file
         error = str(exc) if named else f"{type(exc).__name__}: {exc}"
@@ -163,7 +156,7 @@ def ingest_field(
 def _release_memory() -> None:
     """Hand the field's freed buffers back to the OS, so a worker's memory stays flat over many fields.
 
-    sgc's workers keep glibc's adaptive mmap threshold (see :func:`dask_client`), so large buffers may come
+    sgc's workers keep glibc's adaptive mmap threshold (see :mod:`sgc.compute`), so large buffers may come
     from the heap; trimming once per field, rather than on every free, keeps that speed and bounds memory.
     """
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
@@ -202,37 +195,6 @@ def _fit_to_grid(
     return padded, mask
 
 
-@contextmanager
-def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
-    """A distributed client: on ``scheduler`` if given, else on a local cluster of ``workers`` processes."""
-    import dask
-    from dask.distributed import Client, LocalCluster
-
-    # distributed logs every connection at INFO, and a benign comm-closed traceback at shutdown; show them
-    # only when sgc itself is asked to be verbose.
-    if not log.isEnabledFor(logging.INFO):
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
-    if scheduler:
-        with Client(scheduler) as client:
-            yield client
-        return
-    # distributed sets MALLOC_TRIM_THRESHOLD_ in workers, which turns off glibc's adaptive mmap threshold:
-    # every 12 MB frame buffer is then mapped afresh and page-faulted, 11% slower per field (measured).
-    # Memory stays flat without it, since each field frees what it allocated before the next one starts.
-    with (
-        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}),
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            env=SINGLE_THREAD_ENV,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
 def plan_ingest(raw_dir: Path, fields: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
     """Find the frames of the fields to ingest.
 
@@ -240,7 +202,7 @@ def plan_ingest(raw_dir: Path, fields: list[str]) -> tuple[dict[str, dict[str, s
         ``(complete, incomplete)``: band paths of every field with all five bands, and the missing bands of
         every other field asked for or found.
     """
-    inv: Inventory = find_raw(raw_dir)
+    inv = find_raw(raw_dir)
     wanted = {FieldId.parse(f) for f in fields}
     complete = {
         str(f): {b: str(p) for b, p in inv.frames[f].items()}
@@ -255,7 +217,7 @@ def plan_ingest(raw_dir: Path, fields: list[str]) -> tuple[dict[str, dict[str, s
 def _prepare_store(store: Path, complete: dict[str, dict[str, str]], cfg: IngestConfig) -> None:
     """Create the store, its grid taken from the first i frame whose header reads; refuse a non-store."""
     if store.exists():
-        open_store(store)
+        CubeStore.open(store)
         return
     problems = []
     for paths in complete.values():
@@ -265,10 +227,7 @@ def _prepare_store(store: Path, complete: dict[str, dict[str, str]], cfg: Ingest
         except (InputFileError, KeyError, ValueError) as exc:
             problems.append(str(exc))
             continue
-        layout = StoreLayout(
-            shape=shape, chunk=cfg.chunk, codec=cfg.codec, clevel=cfg.clevel, dtype=cfg.dtype
-        )
-        create_store(store, layout)
+        CubeStore.create(store, shape, cfg)
         return
     raise IngestError(f"{store}: no i frame readable to set the grid: {'; '.join(problems)}")
 
@@ -277,12 +236,13 @@ def ingest(
     raw_dir: str | Path,
     store: str | Path,
     cfg: IngestConfig,
-    progress: bool = True,
+    compute: Compute,
     on_result: Callable[[FieldResult], None] | None = None,
 ) -> IngestSummary:
     """Ingest every complete field below ``raw_dir`` (or ``cfg.fields``) into ``store``.
 
-    Fields already done in the store are skipped; new fields are appended.
+    Fields already done in the store are skipped; new fields are appended. The cluster starts only when
+    there is a field to store.
 
     Raises:
         IngestError: if nothing can be ingested, or under ``cfg.strict`` at the first bad field (fields
@@ -299,17 +259,17 @@ def ingest(
     results: list[FieldResult] = []
     if complete:
         _prepare_store(store, complete, cfg)
-    group = open_store(store, mode="r+") if store.exists() else None
-    done = set(done_fields(group)) if group is not None else set()
+    cube = CubeStore.open(store, mode="r+") if store.exists() else None
+    done = set(cube.done_fields()) if cube is not None else set()
     todo = {f: p for f, p in sorted(complete.items()) if f not in done}
     results += [FieldResult(f, "skipped") for f in sorted(complete) if f in done]
     if todo:
-        log.info("ingest: %d field(s) to store on a %dx%d grid", len(todo), *store_layout(group).shape)
-        slots = allocate_fields(group, list(todo))
-        results += _run_tasks(store, todo, slots, cfg, progress, on_result)
+        log.debug("ingest: %d field(s) to store on a %dx%d grid", len(todo), *cube.shape)
+        slots = cube.allocate(list(todo))
+        results += _run_tasks(store, todo, slots, cfg, compute, on_result)
     summary = IngestSummary(store, results, incomplete)
-    if group is not None:
-        _record_provenance(store, raw_dir, summary, cfg)
+    if cube is not None:
+        _record_provenance(cube, raw_dir, summary, cfg)
     return summary
 
 
@@ -318,26 +278,21 @@ def _run_tasks(
     todo: dict[str, dict[str, str]],
     slots: dict[str, int],
     cfg: IngestConfig,
-    progress: bool,
+    compute: Compute,
     on_result: Callable[[FieldResult], None] | None,
 ) -> list[FieldResult]:
     """Submit one task per field and collect the small result records as they complete."""
     from dask.distributed import as_completed
-    from tqdm import tqdm
 
     results = []
-    with dask_client(cfg.workers, cfg.scheduler) as client:
-        if cfg.scheduler:
-            print(f"dask dashboard: {client.dashboard_link}")
-        else:
-            log.info("dask dashboard: %s", client.dashboard_link)
+    with compute.stage("ingest") as client:
         futures = [
             client.submit(
                 ingest_field, str(store), slots[f], f, paths, cfg.align_method, key=f"ingest-{f}", pure=False
             )
             for f, paths in todo.items()
         ]
-        bar = tqdm(total=len(futures), unit="field", desc="ingest", disable=not progress)
+        bar = progress.bar(total=len(futures), unit="field", desc="ingest")
         names = {future.key: f for future, f in zip(futures, todo, strict=True)}
         for future in as_completed(futures):
             try:
@@ -359,16 +314,15 @@ def _run_tasks(
     return results
 
 
-def _record_provenance(store: Path, raw_dir: Path, summary: IngestSummary, cfg: IngestConfig) -> None:
+def _record_provenance(cube: CubeStore, raw_dir: Path, summary: IngestSummary, cfg: IngestConfig) -> None:
     """Write the store-level attributes: versions, config, raw folder and the last run's outcome."""
-    group = open_store(store, mode="r+")
-    group.attrs.update(
+    cube.attrs.update(
         {
-            "sgc_version": __version__,
-            "raw_dir": str(raw_dir),
-            "ingest_config": cfg.model_dump(mode="json"),
-            "fields_done": done_fields(group),
-            "last_ingest": {
+            ATTR_VERSION: __version__,
+            ATTR_RAW_DIR: str(raw_dir),
+            ATTR_INGEST_CONFIG: cfg.model_dump(mode="json"),
+            ATTR_FIELDS_DONE: cube.done_fields(),
+            ATTR_LAST_INGEST: {
                 "stored": [r.field for r in summary.results if r.status == "stored"],
                 "failed": {r.field: r.error for r in summary.failed},
                 "incomplete": summary.incomplete,

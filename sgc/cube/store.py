@@ -1,25 +1,30 @@
-"""The cube store: one Zarr v3 group that xarray opens as a Dataset.
+"""The cube store: one Zarr v3 group that xarray opens as a Dataset, and the one owner of its layout.
 
 Layout (dimensions in brackets)::
 
-    image   [field, band, y, x]  float32   five bands resampled onto the field's i-band pixel grid
-    valid   [field, y, x]        bool      pixels covered by all five bands
-    wcs     [field]              str       FITS header text of the grid the field is stored on
-    source  [field]              str       JSON: the files the field came from, their sizes and checksums
-    done    [field]              bool      completion marker, written last by the worker that stored the field
-    field   [field]              str       coordinate: RRRRRR-C-FFFF
-    band    [band]               str       coordinate: u g r i z
+    image    [field, band, y, x]  float32   five bands resampled onto the field's i-band pixel grid
+    valid    [field, y, x]        bool      pixels covered by all five bands
+    wcs      [field]              str       FITS header text of the grid the field is stored on
+    source   [field]              str       JSON: the files the field came from, their sizes and checksums
+    done     [field]              bool      completion marker, written last by the worker storing the field
+    field    [field]              str       coordinate: RRRRRR-C-FFFF
+    band     [band]               str       coordinate: u g r i z
+    label    [field, y, x]        uint8     added by ``sgc label`` (values in :mod:`sgc.classes`)
+    exclude  [field, y, x]        bool      added by ``sgc exclude``: the pixel sees held-out sky
 
 Every field owns its own chunks (chunking is 1 along ``field``), so workers write their regions without
 coordination and a field whose ``done`` is false is simply redone. Slots of fields that failed stay in the
-store with ``done`` false and ``valid`` all false until a later run stores them.
+store with ``done`` false and ``valid`` all false until a later run stores them. Arrays that later stages
+add (:meth:`CubeStore.pixel_array`) share the chunk grid of ``valid``, with any dimensions between
+``field`` and ``y`` (a ``class`` axis, say) kept whole in each chunk.
+
+Every array name and attribute name of the store is defined in this module and nowhere else.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,48 +34,63 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from sgc.config import IngestConfig
 from sgc.errors import SgcError
 from sgc.sdss.frames import frame_wcs
-from sgc.sdss.names import BANDS
+from sgc.sdss.names import BANDS, FieldId
 
-FIELD_ARRAYS = ("image", "valid", "wcs", "source", "done")
+# Arrays.
+IMAGE = "image"
+VALID = "valid"
+WCS_HEADER = "wcs"
+SOURCE = "source"
+DONE = "done"
+FIELD = "field"
+BAND = "band"
+LABEL = "label"
+EXCLUDE = "exclude"
+_CORE_ARRAYS = (IMAGE, VALID, WCS_HEADER, SOURCE, DONE, FIELD, BAND)
+
+# Attributes of the store.
+ATTR_FORMAT = "sgc_store"
+ATTR_LAYOUT = "layout"
+ATTR_VERSION = "sgc_version"
+ATTR_RAW_DIR = "raw_dir"
+ATTR_INGEST_CONFIG = "ingest_config"
+ATTR_FIELDS_DONE = "fields_done"
+ATTR_LAST_INGEST = "last_ingest"
+# Attributes of an array a stage computed (label, exclude): what it was computed for and from.
+ATTR_FIELDS = "fields"
+ATTR_CLASSES = "classes"
+ATTR_CATALOGS = "catalogs"
+ATTR_SETTINGS = "settings"
+ATTR_OBJECTS = "objects"
+ATTR_HELD_OUT = "held_out"
+ATTR_MARGIN = "margin_arcsec"
+ATTR_BANDS = "bands"
+ATTR_FOOTPRINTS = "footprints"
+ATTR_EXCLUDED_PIXELS = "excluded_pixels"
+
+STORE_FORMAT = 1
 
 
 class StoreError(SgcError):
     """A store that cannot be used as asked (wrong shape, layout, or not a cube store)."""
 
 
-@dataclass(frozen=True)
-class StoreLayout:
-    """How the image array is chunked, compressed and typed.
+def image_compressors(codec: str, clevel: int, typesize: int) -> list[Any]:
+    """The Zarr codecs of the image under ``ingest.codec``, for elements of ``typesize`` bytes.
 
-    Attributes:
-        shape: (rows, columns) of every field's grid.
-        chunk: chunk edge along y and x.
-        codec: compression of ``image``: ``none`` (the default), ``blosc-lz4``, ``blosc-zstd`` or ``zstd``.
-            Sky-limited float pixels are mostly noise and compress poorly (blosc-lz4: 1.15x on a simulated
-            field) while decoding them halves what one core feeds the training loader, so the image is
-            stored raw by default. The per-pixel masks always use :func:`mask_compressors`.
-        clevel: compression level.
-        dtype: dtype of ``image``.
+    Sky-limited float pixels are mostly noise and compress poorly (blosc-lz4: 1.15x on a simulated field)
+    while decoding them halves what one core feeds the training loader, so ``none`` is the default.
     """
-
-    shape: tuple[int, int]
-    chunk: int = 256
-    codec: str = "none"
-    clevel: int = 5
-    dtype: str = "float32"
-
-    def compressors(self, typesize: int) -> list[Any]:
-        """The Zarr codecs for an array whose elements are ``typesize`` bytes."""
-        if self.codec == "none":
-            return []
-        if self.codec == "zstd":
-            return [ZstdCodec(level=self.clevel)]
-        cname = self.codec.removeprefix("blosc-")
-        # Byte shuffle groups the exponent bytes of float pixels together, which is what makes them compress.
-        shuffle = "shuffle" if typesize > 1 else "bitshuffle"
-        return [BloscCodec(cname=cname, clevel=self.clevel, shuffle=shuffle, typesize=typesize)]
+    if codec == "none":
+        return []
+    if codec == "zstd":
+        return [ZstdCodec(level=clevel)]
+    # Byte shuffle groups the exponent bytes of float pixels together, which is what makes them compress.
+    shuffle = "shuffle" if typesize > 1 else "bitshuffle"
+    return [BloscCodec(cname=codec.removeprefix("blosc-"), clevel=clevel, shuffle=shuffle, typesize=typesize)]
 
 
 def mask_compressors() -> list[Any]:
@@ -82,78 +102,6 @@ def mask_compressors() -> list[Any]:
     return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1)]
 
 
-def create_store(path: str | Path, layout: StoreLayout) -> zarr.Group:
-    """Create an empty cube store with no fields.
-
-    Raises:
-        StoreError: if something already exists at ``path``.
-    """
-    path = Path(path)
-    if path.exists():
-        raise StoreError(f"{path}: already exists")
-    ny, nx = layout.shape
-    c = layout.chunk
-    group = zarr.open_group(path, mode="w-", zarr_format=3)
-    dtype = np.dtype(layout.dtype)
-    group.create_array(
-        "image",
-        shape=(0, len(BANDS), ny, nx),
-        chunks=(1, len(BANDS), c, c),
-        dtype=dtype,
-        fill_value=np.nan,
-        compressors=layout.compressors(dtype.itemsize),
-        dimension_names=["field", "band", "y", "x"],
-    )
-    group.create_array(
-        "valid",
-        shape=(0, ny, nx),
-        chunks=(1, c, c),
-        dtype=bool,
-        fill_value=False,
-        compressors=mask_compressors(),
-        dimension_names=["field", "y", "x"],
-    )
-    for name in ("wcs", "source", "field"):
-        group.create_array(name, shape=(0,), chunks=(1,), dtype=str, dimension_names=["field"])
-    group.create_array(
-        "done", shape=(0,), chunks=(1,), dtype=bool, fill_value=False, dimension_names=["field"]
-    )
-    band = group.create_array(
-        "band", shape=(len(BANDS),), chunks=(len(BANDS),), dtype=str, dimension_names=["band"]
-    )
-    band[:] = np.array(BANDS)
-    group.attrs.update({"sgc_store": 1, "layout": layout.__dict__ | {"shape": list(layout.shape)}})
-    return group
-
-
-def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
-    """Open an existing cube store.
-
-    Raises:
-        StoreError: if ``path`` is not a cube store.
-    """
-    path = Path(path)
-    try:
-        group = zarr.open_group(path, mode=mode, zarr_format=3)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-        raise StoreError(f"{path}: no cube store here") from exc
-    if "sgc_store" not in group.attrs or any(name not in group for name in (*FIELD_ARRAYS, "field", "band")):
-        raise StoreError(f"{path}: a Zarr group, but not an sgc cube store")
-    return group
-
-
-def store_layout(group: zarr.Group) -> StoreLayout:
-    """The layout a store was created with."""
-    data = dict(group.attrs["layout"])
-    data["shape"] = tuple(data["shape"])
-    return StoreLayout(**data)
-
-
-def field_names(group: zarr.Group) -> list[str]:
-    """Field ids of every slot, in store order."""
-    return [str(f) for f in group["field"][:]] if group["field"].shape[0] else []
-
-
 def parse_field_wcs(text: str, where: str = "<stored wcs>") -> WCS:
     """The celestial WCS of a stored grid from its header text (the ``wcs`` array's values).
 
@@ -163,100 +111,287 @@ def parse_field_wcs(text: str, where: str = "<stored wcs>") -> WCS:
     return frame_wcs(fits.Header.fromstring(text), where)
 
 
-def field_wcs(group: zarr.Group, slot: int) -> WCS:
-    """The celestial WCS of the grid a field is stored on.
+class CubeStore:
+    """An open cube store: its arrays, its field slots and its layout.
 
-    Raises:
-        StoreError: if the slot holds no field yet (not done).
+    Open one with :meth:`open` or make one with :meth:`create`. The store object holds no pixels; each
+    process (a Dask worker, a DataLoader worker) opens its own.
+
+    Attributes:
+        path: the store's folder.
+        group: the Zarr group, for reading and writing arrays.
     """
-    text = str(group["wcs"][slot])
-    where = f"{group.store_path}:wcs[{field_names(group)[slot]}]"
-    if not text:
-        raise StoreError(f"{where}: no stored WCS (the field is not done)")
-    return parse_field_wcs(text, where)
 
+    def __init__(self, group: zarr.Group, path: Path) -> None:
+        self.group = group
+        self.path = path
 
-def done_fields(group: zarr.Group) -> list[str]:
-    """Field ids whose slot is complete."""
-    names = field_names(group)
-    if not names:
-        return []
-    done = group["done"][: len(names)]
-    return [name for name, ok in zip(names, done, strict=True) if ok]
+    @classmethod
+    def create(cls, path: str | Path, shape: tuple[int, int], ingest: IngestConfig) -> CubeStore:
+        """Create an empty cube store with no fields, laid out as ``ingest`` says.
 
+        Raises:
+            StoreError: if something already exists at ``path``.
+        """
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"{path}: already exists")
+        ny, nx = shape
+        c = ingest.chunk
+        group = zarr.open_group(path, mode="w-", zarr_format=3)
+        dtype = np.dtype(ingest.dtype)
+        group.create_array(
+            IMAGE,
+            shape=(0, len(BANDS), ny, nx),
+            chunks=(1, len(BANDS), c, c),
+            dtype=dtype,
+            fill_value=np.nan,
+            compressors=image_compressors(ingest.codec, ingest.clevel, dtype.itemsize),
+            dimension_names=[FIELD, BAND, "y", "x"],
+        )
+        group.create_array(
+            VALID,
+            shape=(0, ny, nx),
+            chunks=(1, c, c),
+            dtype=bool,
+            fill_value=False,
+            compressors=mask_compressors(),
+            dimension_names=[FIELD, "y", "x"],
+        )
+        for name in (WCS_HEADER, SOURCE, FIELD):
+            group.create_array(name, shape=(0,), chunks=(1,), dtype=str, dimension_names=[FIELD])
+        group.create_array(
+            DONE, shape=(0,), chunks=(1,), dtype=bool, fill_value=False, dimension_names=[FIELD]
+        )
+        band = group.create_array(
+            BAND, shape=(len(BANDS),), chunks=(len(BANDS),), dtype=str, dimension_names=[BAND]
+        )
+        band[:] = np.array(BANDS)
+        layout = {
+            "shape": [ny, nx],
+            "chunk": c,
+            "codec": ingest.codec,
+            "clevel": ingest.clevel,
+            "dtype": ingest.dtype,
+        }
+        group.attrs.update({ATTR_FORMAT: STORE_FORMAT, ATTR_LAYOUT: layout})
+        return cls(group, path)
 
-def allocate_fields(group: zarr.Group, fields: Sequence[str]) -> dict[str, int]:
-    """Give every field a slot, appending slots for fields the store does not have yet.
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> CubeStore:
+        """Open an existing cube store (``mode`` ``r`` or ``r+``).
 
-    Returns:
-        The slot index of each of ``fields``.
-    """
-    names = field_names(group)
-    index = {name: i for i, name in enumerate(names)}
-    new = [f for f in dict.fromkeys(fields) if f not in index]
-    if new:
-        total = len(names) + len(new)
-        # Every array along ``field`` grows, including those later stages added (labels, masks); the
-        # ``field`` coordinate last, so a run killed in between leaves the store as it was (longer arrays
-        # are cut to the coordinate's length when read, and resized to the same length next time).
-        for name, array in group.arrays():
-            if (
-                name != "field"
-                and array.metadata.dimension_names
-                and array.metadata.dimension_names[0] == "field"
-            ):
-                array.resize((total, *array.shape[1:]))
-        group["field"].resize((total,))
-        group["field"][len(names) :] = np.array(new)
-        index.update({f: len(names) + i for i, f in enumerate(new)})
-    return {f: index[f] for f in fields}
+        Raises:
+            StoreError: if ``path`` is not a cube store.
+        """
+        path = Path(path)
+        try:
+            group = zarr.open_group(path, mode=mode, zarr_format=3)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            raise StoreError(f"{path}: no cube store here") from exc
+        if ATTR_FORMAT not in group.attrs or any(name not in group for name in _CORE_ARRAYS):
+            raise StoreError(f"{path}: a Zarr group, but not an sgc cube store")
+        return cls(group, path)
 
+    # Arrays and attributes.
 
-def write_field(
-    path: str | Path,
-    slot: int,
-    image: np.ndarray,
-    valid: np.ndarray,
-    wcs_header: str,
-    source: dict[str, Any],
-) -> None:
-    """Write one field into its slot, then mark it done; called by the worker that computed it."""
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
-    group["image"][slot] = image.astype(group["image"].dtype, copy=False)
-    group["valid"][slot] = valid
-    group["wcs"][slot] = wcs_header
-    group["source"][slot] = json.dumps(source, sort_keys=True)
-    # Written last: a field killed half-way stays not done and is redone by the next run.
-    group["done"][slot] = True
+    def __getitem__(self, name: str) -> zarr.Array:
+        return self.group[name]
 
+    def __contains__(self, name: str) -> bool:
+        return name in self.group
 
-def mark_undone(group: zarr.Group, slot: int) -> None:
-    """Clear a slot's completion marker, so that the next ingest stores the field again."""
-    group["done"][slot] = False
+    @property
+    def attrs(self) -> Any:
+        """The store's attributes."""
+        return self.group.attrs
 
+    def record(self, name: str) -> dict[str, Any]:
+        """The attributes of array ``name`` (what the stage that computed it recorded), or {} if absent."""
+        return dict(self.group[name].attrs) if name in self.group else {}
 
-def ensure_pixel_array(group: zarr.Group, name: str, dtype: str | np.dtype, fill_value: Any) -> zarr.Array:
-    """Return the per-pixel array ``name (field, y, x)``, creating it chunked like ``valid`` if absent.
+    def computed_fields(self, name: str) -> set[str] | None:
+        """The fields array ``name`` was computed for, None where it records none."""
+        fields = self.record(name).get(ATTR_FIELDS)
+        return None if fields is None else {str(f) for f in fields}
 
-    Later stages (labels, exclusion masks) add their arrays this way, so every per-pixel array shares the
-    chunk grid of ``valid`` and ``image`` and a chunk-wise Dask computation can write it chunk by chunk.
-    An existing array of another dtype or shape is replaced.
-    """
-    valid = group["valid"]
-    dtype = np.dtype(dtype)
-    if name in group:
-        array = group[name]
-        if array.dtype == dtype and array.shape == valid.shape:
-            return array
-        del group[name]
-    return group.create_array(
-        name,
-        shape=valid.shape,
-        chunks=valid.chunks,
-        dtype=dtype,
-        fill_value=fill_value,
-        compressors=mask_compressors()
-        if dtype.itemsize == 1
-        else store_layout(group).compressors(dtype.itemsize),
-        dimension_names=["field", "y", "x"],
-    )
+    @property
+    def raw_dir(self) -> Path | None:
+        """The raw folder the store was last ingested from."""
+        raw = self.attrs.get(ATTR_RAW_DIR)
+        return None if raw is None else Path(raw)
+
+    # Layout.
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        """What the store was created with: ``shape``, ``chunk``, ``codec``, ``clevel``, ``dtype``."""
+        return dict(self.attrs[ATTR_LAYOUT])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of every field's grid."""
+        return tuple(int(n) for n in self.group[VALID].shape[1:])
+
+    @property
+    def chunk(self) -> int:
+        """Chunk edge along y and x."""
+        return int(self.group[VALID].chunks[1])
+
+    @property
+    def bands(self) -> list[str]:
+        """Band names, in the order of the image's band axis."""
+        return [str(b) for b in self.group[BAND][:]]
+
+    # Fields and slots.
+
+    @property
+    def fields(self) -> list[str]:
+        """Field ids of every slot, in store order."""
+        array = self.group[FIELD]
+        return [str(f) for f in array[:]] if array.shape[0] else []
+
+    def slot(self, field: str) -> int:
+        """The slot of a field (any form :meth:`FieldId.parse` reads).
+
+        Raises:
+            StoreError: if the store holds no such field.
+        """
+        name = str(FieldId.parse(field))
+        try:
+            return self.fields.index(name)
+        except ValueError:
+            raise StoreError(f"{self.path}: holds no field {name}") from None
+
+    def done_slot(self, field: str) -> int:
+        """The slot of a field that is done.
+
+        Raises:
+            StoreError: if the store holds no such field, or it is not done.
+        """
+        slot = self.slot(field)
+        if not self.group[DONE][slot]:
+            raise StoreError(f"{self.path}: field {self.fields[slot]} is not done (ingest it first)")
+        return slot
+
+    def done_slots(self) -> np.ndarray:
+        """Slots whose field is complete, in store order."""
+        n = len(self.fields)
+        return np.flatnonzero(self.group[DONE][:n]) if n else np.empty(0, np.int64)
+
+    def done_fields(self) -> list[str]:
+        """Field ids whose slot is complete, in store order."""
+        names = self.fields
+        return [names[k] for k in self.done_slots()]
+
+    def wcs_text(self, slot: int) -> str:
+        """The header text of a slot's stored grid ('' where the field is not done)."""
+        return str(self.group[WCS_HEADER][slot])
+
+    def field_wcs(self, slot: int) -> WCS:
+        """The celestial WCS of the grid a field is stored on.
+
+        Raises:
+            StoreError: if the slot holds no field yet (not done).
+        """
+        text = self.wcs_text(slot)
+        where = f"{self.path}:{WCS_HEADER}[{self.fields[slot]}]"
+        if not text:
+            raise StoreError(f"{where}: no stored WCS (the field is not done)")
+        return parse_field_wcs(text, where)
+
+    def source(self, slot: int) -> dict[str, Any]:
+        """The record of the files a field came from (empty where the field is not done)."""
+        text = str(self.group[SOURCE][slot])
+        return json.loads(text) if text else {}
+
+    # Writing.
+
+    def allocate(self, fields: Sequence[str]) -> dict[str, int]:
+        """Give every field a slot, appending slots for fields the store does not have yet.
+
+        Returns:
+            The slot index of each of ``fields``.
+        """
+        names = self.fields
+        index = {name: i for i, name in enumerate(names)}
+        new = [f for f in dict.fromkeys(fields) if f not in index]
+        if new:
+            total = len(names) + len(new)
+            # Every array along ``field`` grows, including those later stages added (labels, masks); the
+            # ``field`` coordinate last, so a run killed in between leaves the store as it was (longer arrays
+            # are cut to the coordinate's length when read, and resized to the same length next time).
+            for name, array in self.group.arrays():
+                dims = array.metadata.dimension_names
+                if name != FIELD and dims and dims[0] == FIELD:
+                    array.resize((total, *array.shape[1:]))
+            self.group[FIELD].resize((total,))
+            self.group[FIELD][len(names) :] = np.array(new)
+            index.update({f: len(names) + i for i, f in enumerate(new)})
+        return {f: index[f] for f in fields}
+
+    def write_field(
+        self, slot: int, image: np.ndarray, valid: np.ndarray, wcs_header: str, source: dict[str, Any]
+    ) -> None:
+        """Write one field into its slot, then mark it done; called by the worker that computed it."""
+        group = self.group
+        group[IMAGE][slot] = image.astype(group[IMAGE].dtype, copy=False)
+        group[VALID][slot] = valid
+        group[WCS_HEADER][slot] = wcs_header
+        group[SOURCE][slot] = json.dumps(source, sort_keys=True)
+        # Written last: a field killed half-way stays not done and is redone by the next run.
+        group[DONE][slot] = True
+
+    def mark_undone(self, slot: int) -> None:
+        """Clear a slot's completion marker, so that the next ingest stores the field again."""
+        self.group[DONE][slot] = False
+
+    def pixel_array(
+        self,
+        name: str,
+        dtype: str | np.dtype,
+        fill_value: Any,
+        leading: Sequence[tuple[str, int]] = (),
+    ) -> zarr.Array:
+        """Return the per-pixel array ``name (field, *leading, y, x)``, creating it if absent.
+
+        Later stages add their arrays this way, so every per-pixel array shares the chunk grid of ``valid``
+        and ``image`` and a chunk-wise Dask computation can write it chunk by chunk. An existing array of
+        another dtype or shape is replaced.
+
+        Args:
+            name: the array's name.
+            dtype: its dtype; one-byte arrays get the mask codecs, wider ones the image's.
+            fill_value: the value of chunks never written.
+            leading: ``(dimension name, size)`` of each axis between ``field`` and ``y``, kept whole in a
+                chunk (the ``class`` axis of per-class probabilities, say).
+        """
+        valid = self.group[VALID]
+        dtype = np.dtype(dtype)
+        shape = (valid.shape[0], *(size for _, size in leading), *valid.shape[1:])
+        if name in self.group:
+            array = self.group[name]
+            if array.dtype == dtype and array.shape == shape:
+                return array
+            del self.group[name]
+        layout = self.layout
+        return self.group.create_array(
+            name,
+            shape=shape,
+            chunks=(1, *(size for _, size in leading), *valid.chunks[1:]),
+            dtype=dtype,
+            fill_value=fill_value,
+            compressors=mask_compressors()
+            if dtype.itemsize == 1
+            else image_compressors(layout["codec"], layout["clevel"], dtype.itemsize),
+            dimension_names=[FIELD, *(dim for dim, _ in leading), "y", "x"],
+        )
+
+    # Reading with Dask.
+
+    def per_field(self, name: str) -> Any:
+        """Array ``name`` as a lazy Dask array with one chunk per field (a task reads its field's chunks)."""
+        import dask.array as da  # imported here: the command line opens stores without computing anything
+
+        array = self.group[name]
+        return da.from_zarr(array, chunks=(1, *array.shape[1:]))

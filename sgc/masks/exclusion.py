@@ -4,9 +4,10 @@ Exclusion is decided on the sky, not by field id: a pixel of any field, whatever
 excluded when its centre falls inside the footprint of a held-out field grown by a margin
 (:mod:`sgc.masks.footprint`). The client finds the footprints once and projects their outlines onto each
 stored field's grid with astropy (a few thousand vertices per field); fields whose sky is far from every
-footprint are skipped there. Then one Dask graph fills the polygons chunk by chunk with the numba kernel
-(:func:`sgc.masks.polygon.fill_polygons`), blocks aligned on the chunk grid of ``valid``, and stores each
-block straight into the ``exclude`` array; only per-field pixel counts come back.
+footprint are skipped there. Then one Dask graph, on the current scheduler (the run's cluster), fills the
+polygons chunk by chunk with the numba kernel (:func:`sgc.masks.polygon.fill_polygons`), blocks aligned on
+the chunk grid of ``valid``, and stores each block straight into the ``exclude`` array; only per-field pixel
+counts come back.
 
 The array's attributes record the held-out fields, the margin, the bands, where each footprint came from
 and the fields computed. A rerun with the same settings computes only fields not computed yet (appended
@@ -26,13 +27,21 @@ import zarr
 from astropy.wcs import WCS
 
 from sgc import __version__
-from sgc.cube.store import done_fields, ensure_pixel_array, field_names, field_wcs, open_store
+from sgc.config import ExcludeConfig
+from sgc.cube.store import (
+    ATTR_BANDS,
+    ATTR_EXCLUDED_PIXELS,
+    ATTR_FIELDS,
+    ATTR_FOOTPRINTS,
+    ATTR_HELD_OUT,
+    ATTR_MARGIN,
+    ATTR_VERSION,
+    EXCLUDE,
+    CubeStore,
+)
 from sgc.masks.footprint import Footprint, PixelPolygons, find_footprints, grid_polygons
 from sgc.masks.polygon import fill_polygons
 from sgc.sdss.names import BANDS
-
-EXCLUDE = "exclude"
-DEFAULT_MARGIN_ARCSEC = 10.0
 
 
 @dataclass
@@ -88,10 +97,9 @@ def exclude_store(
     store: str | Path,
     held_out: Sequence[str],
     footprint_sources: Sequence[str | Path],
-    margin_arcsec: float = DEFAULT_MARGIN_ARCSEC,
+    settings: ExcludeConfig,
     *,
     bands: Sequence[str] = BANDS,
-    workers: int | None = None,
 ) -> ExclusionSummary:
     """Compute ``exclude`` for every done field of a store.
 
@@ -100,10 +108,9 @@ def exclude_store(
         held_out: field ids of the held-out (test) fields.
         footprint_sources: files and folders holding the held-out fields' frames or ``.hdr`` headers;
             a held-out field found in none of them falls back to its stored i-band grid.
-        margin_arcsec: how far beyond each held-out frame's edges the sky counts as held out.
+        settings: the margin (how far beyond each held-out frame's edges the sky counts as held out);
+            its ``footprint_sources`` are resolved by the caller into ``footprint_sources``.
         bands: the bands whose rectangles make up a footprint (their union).
-        workers: threads to compute with; None leaves it to Dask's default scheduler, which is a running
-            ``dask.distributed`` client where there is one.
 
     Returns:
         Per-field counts of excluded pixels.
@@ -115,28 +122,29 @@ def exclude_store(
     import dask
     import dask.array as da
 
-    group = open_store(store, mode="r+")
-    footprints = find_footprints(held_out, footprint_sources, margin_arcsec, bands, group)
-    settings = {
-        "held_out": list(footprints),
-        "margin_arcsec": float(margin_arcsec),
-        "bands": list(bands),
-        "footprints": {f: {"bands": list(fp.bands), "source": fp.source} for f, fp in footprints.items()},
+    margin_arcsec = settings.margin_arcsec
+    cube = CubeStore.open(store, mode="r+")
+    footprints = find_footprints(held_out, footprint_sources, margin_arcsec, bands, cube)
+    record = {
+        ATTR_HELD_OUT: list(footprints),
+        ATTR_MARGIN: float(margin_arcsec),
+        ATTR_BANDS: list(bands),
+        ATTR_FOOTPRINTS: {f: {"bands": list(fp.bands), "source": fp.source} for f, fp in footprints.items()},
     }
-    target, previous = _target_array(group, settings)
-    computed = set(previous.get("fields", []))
-    done = done_fields(group)
+    target, previous = _target_array(cube, record)
+    computed = set(previous.get(ATTR_FIELDS, []))
+    done = cube.done_fields()
     summary = ExclusionSummary(
         Path(store), {f: fp.source for f, fp in footprints.items()}, float(margin_arcsec)
     )
     summary.skipped = [f for f in done if f in computed]
     todo = [f for f in done if f not in computed]
-    slots = {name: k for k, name in enumerate(field_names(group))}
+    slots = {name: k for k, name in enumerate(cube.fields)}
     shape = tuple(target.shape[1:])
     chunks = da.core.normalize_chunks(target.chunks, (1, *shape))
     blocks, regions, counted = [], [], []
     for name in todo:
-        wcs = field_wcs(group, slots[name])
+        wcs = cube.field_wcs(slots[name])
         polygons = grid_polygons(list(footprints.values()), wcs, shape)
         if polygons is None:
             # Far from every footprint. The slot holds the fill value, as it was never written under these
@@ -156,33 +164,30 @@ def exclude_store(
         counted.append(name)
     if blocks:
         stored = da.store(blocks, [target] * len(blocks), regions=regions, lock=False, compute=False)
-        scheduler: dict[str, Any] = (
-            {} if workers is None else {"scheduler": "threads", "num_workers": workers}
-        )
         # Stored and counted in one pass: each block is computed once, written, and summed.
-        _, *counts = dask.compute(stored, *[block.sum() for block in blocks], **scheduler)
+        _, *counts = dask.compute(stored, *[block.sum() for block in blocks])
         summary.excluded.update({name: int(n) for name, n in zip(counted, counts, strict=True)})
     # Recorded last: fields written by a run killed before this line are computed again by the next.
-    record = {
-        "fields": sorted(computed | set(todo)),
-        "excluded_pixels": previous.get("excluded_pixels", {}) | summary.excluded,
-        "sgc_version": __version__,
+    outcome = {
+        ATTR_FIELDS: sorted(computed | set(todo)),
+        ATTR_EXCLUDED_PIXELS: previous.get(ATTR_EXCLUDED_PIXELS, {}) | summary.excluded,
+        ATTR_VERSION: __version__,
     }
-    target.attrs.update(settings | record)
+    target.attrs.update(record | outcome)
     return summary
 
 
-def _target_array(group: zarr.Group, settings: dict[str, Any]) -> tuple[zarr.Array, dict[str, Any]]:
+def _target_array(cube: CubeStore, settings: dict[str, Any]) -> tuple[zarr.Array, dict[str, Any]]:
     """The ``exclude`` array, and its attributes if they were written under the same settings.
 
     An array written under other settings, or by a first run that never got to record its settings, is
     deleted first: none of its values can be trusted.
     """
-    previous = dict(group[EXCLUDE].attrs) if EXCLUDE in group else {}
-    if EXCLUDE in group and any(previous.get(key) != value for key, value in settings.items()):
-        del group[EXCLUDE]
+    previous = cube.record(EXCLUDE)
+    if EXCLUDE in cube and any(previous.get(key) != value for key, value in settings.items()):
+        del cube.group[EXCLUDE]
         previous = {}
-    return ensure_pixel_array(group, EXCLUDE, bool, False), previous
+    return cube.pixel_array(EXCLUDE, bool, False), previous
 
 
 def _exclusion_block(polygons: PixelPolygons, block_info: dict | None = None) -> np.ndarray:

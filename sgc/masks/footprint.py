@@ -26,6 +26,7 @@ Footprints come from, in order of preference:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,24 +34,23 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import zarr
 from astropy.io import fits
 from astropy.wcs import WCS
-from astropy.wcs.utils import proj_plane_pixel_scales
 
-from sgc.cube.store import done_fields, field_names
+from sgc.cube.store import CubeStore
 from sgc.errors import InputFileError, SgcError
+from sgc.sdss.discover import find_frames
 from sgc.sdss.frames import frame_wcs, read_frame_header
-from sgc.sdss.names import BANDS, FieldId, FieldIdError, parse_frame_name
-from sgc.sky import unit_vectors
+from sgc.sdss.names import BANDS, FieldId
+from sgc.sky import Cap, grid_cap, pixel_scale_arcsec, unit_vectors
 
 log = logging.getLogger(__name__)
 
 EDGE_STEP_PX = 8.0  # spacing of outline vertices along each pixel edge of a held-out frame
 SIMPLIFY_TOL_PX = 0.01  # largest distance, in target pixels, from a dropped outline vertex to the outline
-# Caps around a footprint and a grid are compared with this much slack: a grid's cap passes through its
-# corners, and the edges of a grid with distortion terms may bow out by a few pixels between them.
-_SLACK_DEG = 1.0 / 60.0
+# Caps around a footprint and a grid are compared with this much slack: the edges of a grid with
+# distortion terms may bow out by a few pixels beyond its cap.
+_SLACK_RAD = math.radians(1.0 / 60.0)
 
 
 class FootprintError(SgcError):
@@ -76,16 +76,13 @@ class Footprint:
     source: str
 
     @cached_property
-    def cap(self) -> tuple[np.ndarray, float]:
-        """A spherical cap holding the whole footprint: unit vector of its centre, and its radius (deg).
+    def cap(self) -> Cap:
+        """A spherical cap holding the whole footprint.
 
         Between vertices a few pixels apart the outline stays within the cap holding them (a cap is convex on
         the sphere).
         """
-        vectors = unit_vectors(*np.concatenate(self.polygons).T)
-        centre = vectors.mean(axis=0)
-        centre /= np.linalg.norm(centre)
-        return centre, float(np.degrees(np.arccos(np.clip(vectors @ centre, -1.0, 1.0)).max()))
+        return Cap.around(unit_vectors(*np.concatenate(self.polygons).T))
 
 
 class PixelPolygons(NamedTuple):
@@ -128,8 +125,7 @@ def rectangle_outline(shape: tuple[int, int], margin_px: float, step: float = ED
 
 def band_outline(wcs: WCS, shape: tuple[int, int], margin_arcsec: float) -> np.ndarray:
     """The sky outline of one frame grown by ``margin_arcsec``: ``(n, 2)`` RA, Dec in degrees."""
-    pixel_arcsec = float(np.mean(proj_plane_pixel_scales(wcs))) * 3600.0
-    xy = rectangle_outline(shape, margin_arcsec / pixel_arcsec)
+    xy = rectangle_outline(shape, margin_arcsec / pixel_scale_arcsec(wcs))
     ra, dec = wcs.pixel_to_world_values(xy[:, 0], xy[:, 1])
     return np.column_stack([ra, dec])
 
@@ -163,7 +159,7 @@ def find_footprints(
     sources: Sequence[str | Path],
     margin_arcsec: float,
     bands: Sequence[str] = BANDS,
-    store: zarr.Group | None = None,
+    store: CubeStore | None = None,
 ) -> dict[str, Footprint]:
     """Find and build the footprint of every held-out field.
 
@@ -185,11 +181,16 @@ def find_footprints(
         FootprintError: if a held-out field is found nowhere, naming the field and where it was looked for.
         InputFileError: if a header or frame found is unreadable or has no usable WCS.
     """
-    index = _index_sources(sources)
+    # Absolute: the sources are recorded with the exclusion, and compared when it is rerun.
+    resolved = [Path(s).resolve() for s in sources]
+    for source in resolved:
+        if not source.exists():
+            log.warning("footprint source %s does not exist", source)
+    index = find_frames(resolved, headers=True, missing_ok=True)
     footprints = {}
     for name in held_out:
         field = str(FieldId.parse(name))
-        paths = {band: index[field, band] for band in bands if (field, band) in index}
+        paths = {band: path for band, path in index.bands(field).items() if band in bands}
         if paths:
             missing = [band for band in bands if band not in paths]
             if missing:
@@ -199,14 +200,14 @@ def find_footprints(
             footprints[field] = footprint_from_headers(field, headers, margin_arcsec, source)
         elif (text := _stored_header(store, field)) is not None:
             log.warning("held-out field %s: footprint from its stored i-band grid only", field)
-            source = f"{store.store}: stored i-band header"
+            source = f"{store.path}: stored i-band header"
             footprints[field] = footprint_from_headers(
                 field, {"i": fits.Header.fromstring(text)}, margin_arcsec, source
             )
         else:
             looked = [f"{s}{'' if Path(s).exists() else ' (does not exist)'}" for s in sources]
             where = "; ".join(looked) or "no footprint sources given"
-            in_store = "" if store is None else f", nor is it a done field of the store {store.store}"
+            in_store = "" if store is None else f", nor is it a done field of the store {store.path}"
             raise FootprintError(
                 f"held-out field {field}: no frame or header (frame-BAND-{field}.fits[.bz2|.gz] or .hdr) "
                 f"for bands {', '.join(bands)} under {where}{in_store}; refusing to exclude nothing"
@@ -233,12 +234,10 @@ def grid_polygons(footprints: Sequence[Footprint], wcs: WCS, shape: tuple[int, i
         FootprintError: if an outline near the grid does not project onto it (non-finite pixels).
     """
     rows, cols = shape
-    centre, radius = _grid_cap(wcs, shape)
+    cap = grid_cap(wcs, shape)
     xs, ys, starts = [], [], [0]
     for footprint in footprints:
-        other, other_radius = footprint.cap
-        distance = np.degrees(np.arccos(np.clip(centre @ other, -1.0, 1.0)))
-        if distance > radius + other_radius + _SLACK_DEG:
+        if not cap.meets(footprint.cap, _SLACK_RAD):
             continue
         for band, polygon in zip(footprint.bands, footprint.polygons, strict=True):
             x, y = wcs.world_to_pixel_values(polygon[:, 0], polygon[:, 1])
@@ -294,42 +293,11 @@ def simplify_ring(x: np.ndarray, y: np.ndarray, tol: float) -> np.ndarray:
     return keep
 
 
-def _grid_cap(wcs: WCS, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
-    """A cap holding a grid: its centre pixel's unit vector, and the distance to the farthest corner (deg).
-
-    Edges of a TAN grid are great-circle arcs, which stay inside any cap holding their ends.
-    """
-    rows, cols = shape
-    x = np.array([(cols - 1) / 2, -0.5, cols - 0.5, cols - 0.5, -0.5])
-    y = np.array([(rows - 1) / 2, -0.5, -0.5, rows - 0.5, rows - 0.5])
-    vectors = unit_vectors(*wcs.pixel_to_world_values(x, y))
-    radius = np.degrees(np.arccos(np.clip(vectors[1:] @ vectors[0], -1.0, 1.0)).max())
-    return vectors[0], float(radius)
-
-
-def _index_sources(sources: Sequence[str | Path]) -> dict[tuple[str, str], Path]:
-    """Every frame or text header below the sources, by (field, band); earlier sources win."""
-    index: dict[tuple[str, str], Path] = {}
-    for source in (Path(s).resolve() for s in sources):
-        if not source.exists():
-            log.warning("footprint source %s does not exist", source)
-            continue
-        candidates = [source] if source.is_file() else sorted(source.rglob("frame-*"))
-        for path in candidates:
-            name = path.name.removesuffix(".hdr") + ".fits" if path.name.endswith(".hdr") else path.name
-            try:
-                band, field_id = parse_frame_name(name)
-            except (FieldIdError, ValueError):  # previews, partial downloads, other files
-                continue
-            index.setdefault((str(field_id), band), path)
-    return index
-
-
-def _stored_header(store: zarr.Group | None, field: str) -> str | None:
+def _stored_header(store: CubeStore | None, field: str) -> str | None:
     """The stored i-band header text of a field, if the store holds it done."""
-    if store is None or field not in done_fields(store):
+    if store is None or field not in store.done_fields():
         return None
-    return str(store["wcs"][field_names(store).index(field)])
+    return store.wcs_text(store.slot(field))
 
 
 def _checked_header(path: Path, band: str, field: str) -> fits.Header:

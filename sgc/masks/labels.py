@@ -1,12 +1,12 @@
 """``sgc label``: catalogue stars and galaxies painted into ``label (field, y, x)`` of the cube store.
 
-Labels are ``0`` sky, ``1`` star, ``2`` galaxy, ``255`` ignore (see :mod:`sgc.masks.paint` for the overlap
-rule). For every done field, the catalogue objects near it on the sky (a k-d tree on unit vectors) go
-through the field's stored WCS (``wcs``, the i-band header of the stored grid) to 0-based stored pixels;
-whichever field the catalogue says an object belongs to, it is painted on every stored field it lands on,
-so the rows that consecutive fields share are labelled in both.
+Label values are those of :mod:`sgc.classes` (sky, star, galaxy, ignore); see :mod:`sgc.masks.paint` for
+the overlap rule. For every done field, the catalogue objects near it on the sky (a k-d tree on unit
+vectors) go through the field's stored WCS (``wcs``, the i-band header of the stored grid) to 0-based
+stored pixels; whichever field the catalogue says an object belongs to, it is painted on every stored field
+it lands on, so the rows that consecutive fields share are labelled in both.
 
-Radii, in stored pixels (the pixel scale comes from the stored WCS):
+Radii, in stored pixels (the pixel scale comes from the stored WCS), set by :class:`sgc.config.LabelConfig`:
 
 - star: ``star_radius_fwhm`` times the r-band PSF FWHM (the catalogue's ``PSF_FWHM`` where present and
   positive, else ``default_psf_fwhm_arcsec``).
@@ -20,8 +20,8 @@ Radii, in stored pixels (the pixel scale comes from the stored WCS):
 In ``point`` mode (the 2023 report's labels) each object paints the one pixel nearest its centre (halves
 round up), with no ring.
 
-The work runs on whatever Dask scheduler is current (a ``dask.distributed`` client if one is active, else
-threads; the kernel releases the GIL): ``dask.array.map_blocks`` over the chunks of ``valid``, each chunk
+The work runs on the current Dask scheduler (the run's cluster, :mod:`sgc.compute`; threads where there is
+none, the kernel releases the GIL): ``dask.array.map_blocks`` over the chunks of ``valid``, each chunk
 given the objects whose disk or ring reaches it (bucketed with that halo, so a disk crossing a chunk border
 is painted whole on both sides), then ``dask.array.store`` into each done field's region of ``label``.
 Workers write their chunks themselves; no pixels travel through the client.
@@ -33,83 +33,42 @@ half-way claims no fields.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import dask.array as da
 import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
-from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.spatial import cKDTree
 
 from sgc import __version__
-from sgc.cube.store import ensure_pixel_array, field_names, field_wcs, open_store
+from sgc.classes import GALAXY, IGNORE, LABEL_VALUES, STAR
+from sgc.config import LabelConfig
+from sgc.cube.store import (
+    ATTR_CATALOGS,
+    ATTR_CLASSES,
+    ATTR_FIELDS,
+    ATTR_OBJECTS,
+    ATTR_SETTINGS,
+    ATTR_VERSION,
+    LABEL,
+    VALID,
+    CubeStore,
+)
 from sgc.errors import SgcError
-from sgc.masks.paint import GALAXY, IGNORE, SKY, STAR, paint_disks, paint_order
+from sgc.masks.paint import paint_disks, paint_order
 from sgc.sdss.catalogs import read_catalogs
 from sgc.sdss.names import BANDS
-from sgc.sky import unit_vectors
-
-LABEL_ARRAY = "label"
-CLASSES = {"sky": SKY, "star": STAR, "galaxy": GALAXY, "ignore": IGNORE}
+from sgc.sky import grid_cap, pixel_scale_arcsec, unit_vectors
 
 _R = BANDS.index("r")
 _EMPTY = np.empty((4, 0), dtype=np.float64)  # the objects of a chunk that no object reaches
-_CATALOG_NAME = re.compile(r"^(calibObj|photoObj|catalog)-.*\.fits(\.gz|\.bz2)?$", re.IGNORECASE)
 
 
 class LabelError(SgcError):
-    """Labelling that cannot start: no catalogue found, no done field in the store."""
-
-
-@dataclass(frozen=True)
-class LabelSettings:
-    """How catalogue objects become labels.
-
-    Attributes:
-        mode: ``'disk'`` (disks with ignore rings) or ``'point'`` (one pixel per object, as in 2023).
-        star_radius_fwhm: star disk radius in units of the r-band PSF FWHM. On the real sample (seeing
-            1.2", catalogue without PSF_FWHM so 1.4" assumed: 3.5 px) the disk holds every pixel ring
-            whose mean is 3 sigma above sky for 79% of the stars, disk and ring together for 91%; the
-            median star is 6 sigma at 1-2 px and 0.7 sigma at 3-4 px.
-        default_psf_fwhm_arcsec: r-band PSF FWHM where the catalogue has none.
-        galaxy_radius_fwhm: galaxy disk radius in units of the FWHM of its r-band second moment.
-        default_galaxy_radius_arcsec: galaxy disk radius where the catalogue has no moment. On the
-            real sample 1.6" (4 px) holds the 3-sigma core of 93% of the galaxies, 97% with the ring.
-        min_radius_px: smallest disk radius, at least ``sqrt(0.5)``.
-        max_radius_px: largest disk radius (bright stars' and large galaxies' moments run to tens of px).
-        ignore_ring_px: width of the ignore ring around every disk.
-    """
-
-    mode: Literal["disk", "point"] = "disk"
-    star_radius_fwhm: float = 1.0
-    default_psf_fwhm_arcsec: float = 1.4
-    galaxy_radius_fwhm: float = 1.0
-    default_galaxy_radius_arcsec: float = 1.6
-    min_radius_px: float = 1.0
-    max_radius_px: float = 20.0
-    ignore_ring_px: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("disk", "point"):
-            raise ValueError(f"mode {self.mode!r}: expected 'disk' or 'point'")
-        positive = ("star_radius_fwhm", "default_psf_fwhm_arcsec", "galaxy_radius_fwhm")
-        for name in (*positive, "default_galaxy_radius_arcsec"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not math.sqrt(0.5) <= self.min_radius_px <= self.max_radius_px:
-            raise ValueError(
-                f"need sqrt(0.5) <= min_radius_px <= max_radius_px, got {self.min_radius_px}, "
-                f"{self.max_radius_px}"
-            )
-        if not self.ignore_ring_px >= 0:
-            raise ValueError(f"ignore_ring_px must be >= 0, got {self.ignore_ring_px}")
+    """Labelling that cannot start: no catalogue given, no done field in the store."""
 
 
 @dataclass
@@ -143,29 +102,7 @@ class LabelSummary:
         return "\n".join(lines)
 
 
-def find_catalogs(paths: Sequence[str | Path]) -> list[Path]:
-    """Catalogue files named by ``paths``: files as they are, folders searched for catalogue names.
-
-    A folder contributes every ``calibObj-*``, ``photoObj-*`` and ``catalog-*`` file ending in
-    ``.fits``, ``.fits.gz`` or ``.fits.bz2`` below it, in sorted order.
-
-    Raises:
-        LabelError: if a path does not exist, or nothing is found.
-    """
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and _CATALOG_NAME.match(p.name))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise LabelError(f"{path}: no such catalogue file or folder")
-    if not found:
-        raise LabelError(f"no catalogue files (calibObj-*, photoObj-*, catalog-*.fits) in {list(paths)}")
-    return list(dict.fromkeys(found))
-
-
-def object_radii(table: Table, pixel_scale: float, settings: LabelSettings) -> np.ndarray:
+def object_radii(table: Table, pixel_scale: float, settings: LabelConfig) -> np.ndarray:
     """Disk radius of every object, in pixels of a grid of ``pixel_scale`` arcsec.
 
     Args:
@@ -187,15 +124,13 @@ def object_radii(table: Table, pixel_scale: float, settings: LabelSettings) -> n
     return np.clip(radius, settings.min_radius_px, settings.max_radius_px)
 
 
-def label_store(
-    store: str | Path, catalogs: Sequence[str | Path], settings: LabelSettings | None = None
-) -> LabelSummary:
+def label_store(store: str | Path, catalogs: Sequence[str | Path], settings: LabelConfig) -> LabelSummary:
     """Paint the catalogues' stars and galaxies into ``label`` for every done field of ``store``.
 
     Args:
         store: a cube store made by ``sgc ingest``.
-        catalogs: catalogue files and folders (see :func:`find_catalogs`).
-        settings: radii, ring and mode; the defaults when None.
+        catalogs: catalogue files (:func:`sgc.sdss.discover.find_catalogs` finds them below folders).
+        settings: radii, ring and mode.
 
     Returns:
         Objects painted per field and class, and how many landed on no field.
@@ -204,16 +139,17 @@ def label_store(
         LabelError: if no catalogue is found or the store has no done field.
         InputFileError: naming the first catalogue that cannot be read.
     """
-    settings = settings or LabelSettings()
     store = Path(store)
-    paths = find_catalogs(catalogs)
+    paths = [Path(p) for p in catalogs]
+    if not paths:
+        raise LabelError(f"{store}: no catalogue to paint labels from")
     table = read_catalogs(paths)
-    group = open_store(store, mode="r+")
-    names = field_names(group)
-    slots = [k for k, ok in enumerate(group["done"][:] if names else []) if ok]
+    cube = CubeStore.open(store, mode="r+")
+    names = cube.fields
+    slots = [int(k) for k in cube.done_slots()]
     if not slots:
         raise LabelError(f"{store}: no field is done; ingest first")
-    valid = da.from_zarr(group["valid"])
+    valid = da.from_zarr(cube[VALID])
     chunk = valid.chunksize[1:]
     objects = np.empty(valid.numblocks, dtype=object)
     objects.fill(_EMPTY)
@@ -223,7 +159,7 @@ def label_store(
     painted = {}
     ring = settings.ignore_ring_px if settings.mode == "disk" else 0.0
     for slot in slots:
-        wcs = field_wcs(group, slot)
+        wcs = cube.field_wcs(slot)
         near = _near_field(tree, wcs, valid.shape[1:], settings)
         y, x, radius, cls, centred = _field_objects(table[near], wcs, valid.shape[1:], settings)
         on_field[near[centred]] = True
@@ -236,8 +172,8 @@ def label_store(
             y[order], x[order], radius[order], cls[order], ring, chunk, valid.numblocks[1:]
         )
 
-    label = ensure_pixel_array(group, LABEL_ARRAY, np.uint8, IGNORE)
-    label.attrs.update({"fields": [], "objects": {}})
+    label = cube.pixel_array(LABEL, np.uint8, IGNORE)
+    label.attrs.update({ATTR_FIELDS: [], ATTR_OBJECTS: {}})
     painted_blocks = da.map_blocks(
         _paint_chunk,
         valid,
@@ -254,31 +190,24 @@ def label_store(
     )
     label.attrs.update(
         {
-            "classes": CLASSES,
-            "catalogs": [str(p) for p in paths],
-            "settings": dataclasses.asdict(settings),
-            "fields": list(painted),
-            "objects": painted,
-            "sgc_version": __version__,
+            ATTR_CLASSES: LABEL_VALUES,
+            ATTR_CATALOGS: [str(p) for p in paths],
+            ATTR_SETTINGS: settings.model_dump(mode="json"),
+            ATTR_FIELDS: list(painted),
+            ATTR_OBJECTS: painted,
+            ATTR_VERSION: __version__,
         }
     )
     return LabelSummary(store, paths, len(table), painted, int(np.count_nonzero(~on_field)))
 
 
-def _near_field(tree: cKDTree, wcs: WCS, shape: tuple[int, int], settings: LabelSettings) -> np.ndarray:
-    """Indices of the catalogue objects within reach of a field: its corners' circle plus the largest disk."""
-    ny, nx = shape
-    xs = np.array([(nx - 1) / 2, -0.5, nx - 0.5, -0.5, nx - 0.5])
-    ys = np.array([(ny - 1) / 2, -0.5, -0.5, ny - 0.5, ny - 0.5])
-    vectors = unit_vectors(*wcs.pixel_to_world_values(xs, ys))
-    scale = float(np.mean(proj_plane_pixel_scales(wcs)))  # degrees per pixel
-    margin = np.radians((settings.max_radius_px + settings.ignore_ring_px + 2) * scale)
-    angle = max(math.acos(min(float(vectors[0] @ v), 1.0)) for v in vectors[1:]) + margin
-    return np.array(sorted(tree.query_ball_point(vectors[0], 2 * math.sin(angle / 2))), dtype=np.int64)
+def _near_field(tree: cKDTree, wcs: WCS, shape: tuple[int, int], settings: LabelConfig) -> np.ndarray:
+    """Indices of the catalogue objects within reach of a field: the grid grown by the largest disk."""
+    return grid_cap(wcs, shape, settings.max_radius_px + settings.ignore_ring_px + 2).query(tree)
 
 
 def _field_objects(
-    table: Table, wcs: WCS, shape: tuple[int, int], settings: LabelSettings
+    table: Table, wcs: WCS, shape: tuple[int, int], settings: LabelConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Stored-pixel positions, radii and classes of a field's nearby objects, and which are centred on it.
 
@@ -293,8 +222,7 @@ def _field_objects(
     centred = (row >= 0) & (row < shape[0]) & (col >= 0) & (col < shape[1])
     if settings.mode == "point":
         return row, col, np.zeros(len(table)), cls, centred
-    scale = float(np.mean(proj_plane_pixel_scales(wcs))) * 3600.0
-    return y, x, object_radii(table, scale, settings), cls, centred
+    return y, x, object_radii(table, pixel_scale_arcsec(wcs), settings), cls, centred
 
 
 def _buckets(

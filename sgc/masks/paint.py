@@ -1,14 +1,14 @@
 """Painting catalogue objects into a block of labels: a serial numba kernel and its numpy reference.
 
-Labels are ``SKY`` 0, ``STAR`` 1, ``GALAXY`` 2 and ``IGNORE`` 255. A block is a rectangle of a field's
-stored grid whose first pixel is pixel ``(y0, x0)`` of the field; object positions are 0-based field
-coordinates in astropy's convention, where pixel ``(i, j)`` has its centre at ``(i, j)``. A pixel belongs
-to an object's disk when its centre lies within the object's radius of the object's centre, and to its
-ignore ring when it lies within ``radius + ring`` but not within ``radius``. "Within ``r``" is evaluated
-row by row, as the kernel fills it: with ``dy = i - yc`` and ``rest = r * r - dy * dy``, row ``i`` holds
-the columns ``ceil(xc - sqrt(rest)) <= j <= floor(xc + sqrt(rest))`` if ``rest >= 0`` (the same set as
-``dx * dx + dy * dy <= r * r`` but for rounding at the last bit); the numpy reference evaluates the same
-expressions, so the two agree bit for bit.
+Label values are :mod:`sgc.classes`' ``SKY`` (0), ``STAR``, ``GALAXY`` and ``IGNORE``. A block is a rectangle
+of a field's stored grid whose first pixel is pixel ``(y0, x0)`` of the field; object positions are 0-based
+field coordinates in astropy's convention, where pixel ``(i, j)`` has its centre at ``(i, j)``. A pixel
+belongs to an object's disk when its centre lies within the object's radius of the object's centre, and to its
+ignore ring when it lies within ``radius + ring`` but not within ``radius``. "Within ``r``" is evaluated row
+by row, as the kernel fills it: with ``dy = i - yc`` and ``rest = r * r - dy * dy``, row ``i`` holds the
+columns ``ceil(xc - sqrt(rest)) <= j <= floor(xc + sqrt(rest))`` if ``rest >= 0`` (the same set as ``dx * dx +
+dy * dy <= r * r`` but for rounding at the last bit); the numpy reference evaluates the same expressions, so
+the two agree bit for bit.
 
 Overlap rule, the same whoever paints (kernel, reference, one block or many):
 
@@ -30,10 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-SKY = 0
-STAR = 1
-GALAXY = 2
-IGNORE = 255
+from sgc.classes import IGNORE, STAR
 
 
 def paint_order(radius: np.ndarray, cls: np.ndarray) -> np.ndarray:
@@ -76,7 +73,7 @@ def paint_disks(
         (h, w) uint8 labels, by the overlap rule of the module docstring.
     """
     h, w = valid.shape
-    label = np.zeros((h, w), dtype=np.uint8)  # SKY
+    label = np.zeros((h, w), dtype=np.uint8)  # sky
     if ring > 0:
         # Rings are painted as whole outer disks; the disks painted next take their own pixels back.
         for k in range(y.size):

@@ -21,11 +21,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own idiom
 from torch import nn
 
-from sgc.config import LossConfig
-from sgc.masks.paint import IGNORE as IGNORE_INDEX  # the label of pixels that no loss or metric sees
+from sgc.classes import IGNORE as IGNORE_INDEX  # the label of pixels that no loss or metric sees
+from sgc.config import CLASS_WEIGHTS, LossConfig
 
-KINDS = ("ce", "ce+dice", "ce+focal")
-WEIGHT_KINDS = ("inverse", "sqrt-inverse", "none")
 DICE_SMOOTH = 1.0
 
 
@@ -49,8 +47,8 @@ def class_weights(counts: Sequence[int] | np.ndarray, kind: str) -> torch.Tensor
         ValueError: on an unknown ``kind``, or counts that are not a non-empty 1-D list of non-negative
             numbers.
     """
-    if kind not in WEIGHT_KINDS:
-        raise ValueError(f"class weights {kind!r} is not one of {', '.join(WEIGHT_KINDS)}")
+    if kind not in CLASS_WEIGHTS:
+        raise ValueError(f"class weights {kind!r} is not one of {', '.join(CLASS_WEIGHTS)}")
     n = np.asarray(counts, dtype=np.float64)
     if n.ndim != 1 or n.size == 0 or not np.all(np.isfinite(n)) or np.any(n < 0):
         raise ValueError(f"class pixel counts must be a 1-D list of non-negative numbers, got {counts!r}")
@@ -74,36 +72,26 @@ class SegmentationLoss(nn.Module):
     in float32 whatever the dtype of the logits (bf16 autocast).
 
     Args:
-        kind: "ce", "ce+dice" (soft multi-class Dice over the batch, classes averaged, smoothing 1) or
-            "ce+focal" (``(1 - p_t)**focal_gamma * -log(p_t)``, unweighted).
+        cfg: the kind ("ce", "ce+dice": soft multi-class Dice over the batch, classes averaged, smoothing 1,
+            or "ce+focal": ``(1 - p_t)**focal_gamma * -log(p_t)``, unweighted), the weight of the Dice or
+            focal term and the focusing exponent; its ``class_weights`` are turned into ``weights`` by
+            :func:`build_loss`.
         weights: cross-entropy weight per class (see :func:`class_weights`); ``None`` for uniform.
-        aux_weight: weight of the Dice or focal term.
-        focal_gamma: focusing exponent of the focal term.
 
     Raises:
-        ValueError: on an unknown ``kind``, negative ``aux_weight`` or ``focal_gamma``, or weights that are
-            not 1-D.
+        ValueError: on weights that are not 1-D.
     """
 
-    def __init__(
-        self,
-        kind: str = "ce+dice",
-        weights: torch.Tensor | None = None,
-        aux_weight: float = 1.0,
-        focal_gamma: float = 2.0,
-    ) -> None:
+    def __init__(self, cfg: LossConfig | None = None, weights: torch.Tensor | None = None) -> None:
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"loss kind {kind!r} is not one of {', '.join(KINDS)}")
-        if aux_weight < 0 or focal_gamma < 0:
-            raise ValueError(f"aux_weight ({aux_weight}) and focal_gamma ({focal_gamma}) must be >= 0")
+        cfg = cfg or LossConfig()
         if weights is not None:
             weights = torch.as_tensor(weights, dtype=torch.float32)
             if weights.ndim != 1:
                 raise ValueError(f"class weights must be 1-D, got shape {tuple(weights.shape)}")
-        self.kind = kind
-        self.aux_weight = float(aux_weight)
-        self.focal_gamma = float(focal_gamma)
+        self.kind = cfg.kind
+        self.aux_weight = float(cfg.aux_weight)
+        self.focal_gamma = float(cfg.focal_gamma)
         # A buffer follows the module to the GPU; not persistent, as it is rebuilt from the config.
         self.weights: torch.Tensor | None
         self.register_buffer("weights", weights, persistent=False)
@@ -191,4 +179,4 @@ def build_loss(cfg: LossConfig, counts: Sequence[int] | np.ndarray | None) -> Se
         if counts is None:
             raise ValueError(f"class_weights {cfg.class_weights!r} needs the train label pixel counts")
         weights = class_weights(counts, cfg.class_weights)
-    return SegmentationLoss(cfg.kind, weights, cfg.aux_weight, cfg.focal_gamma)
+    return SegmentationLoss(cfg, weights)

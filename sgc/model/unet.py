@@ -24,9 +24,8 @@ import math
 import torch
 from torch import nn
 
-from sgc.config import ModelConfig
+from sgc.config import NORMS, ModelConfig
 
-NORMS = ("batch", "group", "instance", "none")
 MAX_GROUPS = 8
 
 
@@ -93,32 +92,26 @@ class UNet(nn.Module):
     """U-Net from ``in_channels`` bands to ``classes`` per-pixel logits (see the module docstring).
 
     Args:
+        cfg: depth (down-sampling steps; H and W must be divisible by ``2**depth``), width (channels of
+            the first level, doubled at each step), norm ("batch", "group" with up to 8 groups, "instance"
+            affine, or "none") and softening (the input stretch is linear within this many sky sigmas).
         in_channels: input bands (5: u, g, r, i, z).
         classes: output classes (3: sky, star, galaxy).
-        depth: down-sampling steps; H and W must be divisible by ``2**depth``.
-        width: channels of the first level, doubled at each step.
-        norm: "batch", "group" (up to 8 groups), "instance" (affine) or "none".
-        softening: the input stretch is linear within this many sky sigmas and logarithmic beyond.
 
     Raises:
-        ValueError: on a non-positive size, an unknown ``norm`` or a non-positive ``softening``.
+        ValueError: on fewer than one input channel or class.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 5,
-        classes: int = 3,
-        depth: int = 4,
-        width: int = 32,
-        norm: str = "batch",
-        softening: float = 3.0,
-    ) -> None:
+    def __init__(self, cfg: ModelConfig | None = None, in_channels: int = 5, classes: int = 3) -> None:
         super().__init__()
-        _check_sizes(in_channels, classes, depth, width, norm)
+        cfg = cfg or ModelConfig()
+        _check_sizes(in_channels, classes)
+        depth, width, norm = cfg.depth, cfg.width, cfg.norm
+        self.cfg = cfg
         self.in_channels = in_channels
         self.classes = classes
         self.depth = depth
-        self.stretch = AsinhStretch(softening)
+        self.stretch = AsinhStretch(cfg.softening)
         self.down = nn.ModuleList()
         chans_in = in_channels
         for level in range(depth + 1):  # the last one is the bottleneck
@@ -166,25 +159,10 @@ class UNet(nn.Module):
             )
 
 
-def _check_sizes(in_channels: int, classes: int, depth: int, width: int, norm: str) -> None:
-    sizes = {"in_channels": in_channels, "classes": classes, "depth": depth, "width": width}
-    for name, value in sizes.items():
+def _check_sizes(in_channels: int, classes: int) -> None:
+    for name, value in {"in_channels": in_channels, "classes": classes}.items():
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    if norm not in NORMS:
-        raise ValueError(f"norm {norm!r} is not one of {', '.join(NORMS)}")
-
-
-def build_model(cfg: ModelConfig, in_channels: int = 5, classes: int = 3) -> UNet:
-    """The U-Net that ``cfg`` describes, for five bands and three classes by default."""
-    return UNet(
-        in_channels=in_channels,
-        classes=classes,
-        depth=cfg.depth,
-        width=cfg.width,
-        norm=cfg.norm,
-        softening=cfg.softening,
-    )
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -200,13 +178,14 @@ def _double_conv_parameters(in_channels: int, out_channels: int, norm: str) -> i
     return first + second
 
 
-def expected_parameters(in_channels: int, classes: int, depth: int, width: int, norm: str) -> int:
-    """Trainable parameters of ``UNet(in_channels, classes, depth, width, norm)``, by arithmetic alone.
+def expected_parameters(cfg: ModelConfig, in_channels: int = 5, classes: int = 3) -> int:
+    """Trainable parameters of ``UNet(cfg, in_channels, classes)``, by arithmetic alone.
 
     Computed by arithmetic rather than by building the model, so that a test comparing it with
     :func:`count_parameters` catches layers that were built but not registered (or registered twice).
     """
-    _check_sizes(in_channels, classes, depth, width, norm)
+    _check_sizes(in_channels, classes)
+    depth, width, norm = cfg.depth, cfg.width, cfg.norm
     total = 0
     chans_in = in_channels
     for level in range(depth + 1):

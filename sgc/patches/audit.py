@@ -6,41 +6,44 @@ of the held-out fields. Every pixel of every train and validation patch is mappe
 field's stored WCS (pixel centres, astropy) and tested against every held-out region:
 
 - **Held-out fields**: in each band whose frame or header is found, the frame's pixel rectangle widened by
-  ``margin`` pixels: a sky position is inside when it maps onto that frame at ``-0.5 - margin <= x <=
-  NAXIS1 - 0.5 + margin`` and likewise in y.
+  ``m`` pixels: a sky position is inside when it maps onto that frame at ``-0.5 - m <= x <=
+  NAXIS1 - 0.5 + m`` and likewise in y.
 - **The plan's own test patches** (a ``rows`` field's test band, or the test fields' patches): a sky
-  position is inside when it maps, on the test patch's field grid, within ``margin`` pixels (along each
+  position is inside when it maps, on the test patch's field grid, within ``m`` pixels (along each
   axis) of a pixel that a test patch covers.
+
+``m`` is the exclusion margin in the region's own pixels (its WCS's pixel scale) less one pixel, so that a
+plan the exclusion made correctly passes with room to spare, while a leak of more than a pixel is caught.
 
 A patch with a pixel inside any region is a leak. Only regions whose circle on the sky (the frame's
 corners one pixel out, plus the margin) meets the patch field's circle are projected: a cheap, exact cut,
 since outside it no pixel can be inside, and it keeps the TAN projection away from points far from its
-tangent point. One Dask task per train or validation field, on the current scheduler; each task builds
+tangent point. One Dask task per train or validation field, on the current scheduler (the run's cluster);
+each task builds
 its own WCS objects from header text, because astropy's WCS objects are not safe to share between threads.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import dask
 import numpy as np
-import zarr
 from astropy.table import Table
 from astropy.wcs import WCS
-from astropy.wcs.utils import proj_plane_pixel_scales
 
-from sgc.cube.store import field_names, open_store, parse_field_wcs
+from sgc.cube.store import CubeStore, parse_field_wcs
 from sgc.errors import SgcError
 from sgc.patches.planfile import PatchPlan
+from sgc.sdss.discover import find_frames
 from sgc.sdss.frames import frame_wcs, read_frame_header
 from sgc.sdss.names import BANDS, FieldId
-from sgc.sky import unit_vectors
+from sgc.sky import grid_cap, pixel_scale_arcsec
+from sgc.windows import coverage, integral_image, window_sums
 
-HEADER_SUFFIXES = (".hdr", ".txt", ".fits", ".fits.bz2", ".fits.gz")
 AUDITED_SPLITS = ("train", "val")
 # Pixels projected at once: bounds the memory of a task (a few arrays of this many float64).
 _BLOCK = 1 << 20
@@ -52,7 +55,7 @@ class AuditError(SgcError):
     """An audit that cannot be carried out (headers not found, a plan that does not fit its store)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compared by identity
 class HeldOutRegion:
     """A piece of held-out sky: a pixel grid and which of its pixels are held out.
 
@@ -60,14 +63,22 @@ class HeldOutRegion:
         name: what it is, for the report (``008162-6-0080 r frame``, ``test patches of ...``).
         header: FITS header text whose celestial WCS defines the grid.
         shape: ``(rows, columns)`` of the grid.
-        integral: None when the whole rectangle is held out; else the integral image (summed-area table,
-            ``(rows + 1, columns + 1)``) of the held-out pixels.
+        patches: None when the whole rectangle is held out; else the held-out patches as ``(y0, x0,
+            size)``: the pixels they cover are held out. Origins, not a mask, so that a region travels
+            to the audit's tasks in a few bytes.
     """
 
     name: str
     header: str
     shape: tuple[int, int]
-    integral: np.ndarray | None = None
+    patches: tuple[np.ndarray, np.ndarray, int] | None = None
+
+    @cached_property
+    def integral(self) -> np.ndarray | None:
+        """The integral image of the held-out pixels, None when the whole rectangle is held out."""
+        if self.patches is None:
+            return None
+        return integral_image(coverage(self.shape, *self.patches))
 
 
 @dataclass
@@ -80,14 +91,14 @@ class AuditResult:
         patches: train and validation patches checked.
         pixels: distinct pixels checked.
         regions: names of the held-out regions checked against.
-        margin: the margin in pixels.
+        margin_arcsec: the exclusion margin checked (less one pixel of each region's grid).
     """
 
     leaks: Table
     patches: int
     pixels: int
     regions: list[str]
-    margin: float
+    margin_arcsec: float
 
     @property
     def ok(self) -> bool:
@@ -97,8 +108,8 @@ class AuditResult:
     def format(self) -> str:
         """A human-readable summary; leaked patches listed (the first fifty)."""
         head = (
-            f"audit: {self.patches} train/val patches ({self.pixels} pixels) against "
-            f"{len(self.regions)} held-out region(s), margin {self.margin:g} px"
+            f"{self.patches} train/val patches ({self.pixels} pixels) against "
+            f"{len(self.regions)} held-out region(s), margin {self.margin_arcsec:g} arcsec less one pixel"
         )
         if self.ok:
             return f"{head}: OK, no patch touches held-out sky"
@@ -118,7 +129,7 @@ def audit_plan(
     store: str | Path,
     held_out_fields: Sequence[str],
     header_sources: Sequence[str | Path],
-    margin: float = 0.0,
+    margin_arcsec: float = 0.0,
 ) -> AuditResult:
     """Check that no train or validation patch pixel lies on held-out sky.
 
@@ -127,10 +138,10 @@ def audit_plan(
         store: the cube store it was cut from (for the WCS of each field's grid).
         held_out_fields: the held-out (test) fields, any form :meth:`FieldId.parse` reads.
         header_sources: files, and folders searched recursively, holding ``frame-{band}-{field}``
-            frames or ``.hdr`` headers of the held-out fields (see :func:`find_headers`); a held-out
-            field found in none but stored in the store is checked against its stored grid.
-        margin: pixels added around every held-out region. Pixel centres are tested, so the exclusion
-            that made the plan must reach at least this far (its margin, in pixels, no smaller).
+            frames or ``.hdr`` headers of the held-out fields; a held-out field found in none but stored in
+            the store is checked against its stored grid.
+        margin_arcsec: the exclusion margin the plan was made with; every held-out region is widened by
+            it less one pixel of its own grid.
 
     Returns:
         The result; ``result.ok`` is False when a patch leaks.
@@ -138,18 +149,19 @@ def audit_plan(
     Raises:
         AuditError: if a held-out field is found neither among the sources nor in the store, or a plan
             patch lies in a field the store does not hold or outside its grid.
+        DiscoveryError: if a header source does not exist.
     """
-    group = open_store(store)
-    names = field_names(group)
-    shape = tuple(int(n) for n in group["valid"].shape[1:])
+    cube = CubeStore.open(store)
+    names = cube.fields
+    shape = cube.shape
     table = plan.table
     _check_patches(table, names, shape, plan.patch)
-    regions = held_out_regions(held_out_fields, header_sources, group) + plan_test_regions(plan, group)
+    regions = held_out_regions(held_out_fields, header_sources, cube) + plan_test_regions(plan, cube)
     tasks, rows_of = [], []
     for field, rows in plan.field_rows(AUDITED_SPLITS).items():
-        header = str(group["wcs"][names.index(field)])
+        header = cube.wcs_text(names.index(field))
         y0, x0 = np.asarray(table["y0"])[rows], np.asarray(table["x0"])[rows]
-        tasks.append(dask.delayed(_field_leaks)(header, shape, y0, x0, plan.patch, regions, margin))
+        tasks.append(dask.delayed(_field_leaks)(header, shape, y0, x0, plan.patch, regions, margin_arcsec))
         rows_of.append(rows)
     leaks: dict[str, list] = {key: [] for key in ("row", "pixels", "regions")}
     checked = 0
@@ -176,52 +188,32 @@ def audit_plan(
         patches=sum(len(rows) for rows in rows_of),
         pixels=checked,
         regions=[r.name for r in regions],
-        margin=float(margin),
+        margin_arcsec=float(margin_arcsec),
     )
 
 
-def find_headers(field: str, header_sources: Sequence[str | Path]) -> dict[str, Path]:
-    """Frame or header file of each band of a field among the given files and folders.
-
-    Looks for ``frame-{band}-RRRRRR-C-FFFF`` with a suffix of :data:`HEADER_SUFFIXES`, below folders
-    recursively; the first source holding a band wins, and within a folder the first path in sorted order.
-
-    Raises:
-        AuditError: if a source does not exist.
-    """
-    name = str(FieldId.parse(field))
-    wanted = {f"frame-{band}-{name}{suffix}": band for band in BANDS for suffix in HEADER_SUFFIXES}
-    found: dict[str, Path] = {}
-    for source in map(Path, header_sources):
-        if not source.exists():
-            raise AuditError(f"{source}: header source does not exist")
-        paths = [source] if source.is_file() else sorted(source.rglob(f"frame-*-{name}.*"))
-        for path in paths:
-            band = wanted.get(path.name)
-            if band is not None and band not in found:
-                found[band] = path
-    return found
-
-
 def held_out_regions(
-    fields: Sequence[str], header_sources: Sequence[str | Path], group: zarr.Group | None = None
+    fields: Sequence[str], header_sources: Sequence[str | Path], store: CubeStore | None = None
 ) -> list[HeldOutRegion]:
     """The frame rectangle of every band found of every held-out field.
 
-    A held-out field with no frame or header among the sources, but stored in ``group``, falls back to
-    its stored grid (the i frame's), as the exclusion stage does.
+    Frames and text headers are searched for below ``header_sources`` (files, or folders searched
+    recursively; the first source holding a band wins). A held-out field with none there, but stored in
+    ``store``, falls back to its stored grid (the i frame's), as the exclusion stage does.
 
     Raises:
         AuditError: if a field has no frame or header among the sources and is not stored either.
+        DiscoveryError: if a header source does not exist.
     """
-    stored = field_names(group) if group is not None else []
+    stored = store.fields if store is not None else []
+    index = find_frames(header_sources, headers=True)
     regions = []
     for field in fields:
         name = str(FieldId.parse(field))
-        found = find_headers(name, header_sources)
+        found = index.bands(name)
         if not found and name in stored:
-            header = str(group["wcs"][stored.index(name)])
-            regions.append(HeldOutRegion(f"{name} stored i grid", header, tuple(group["valid"].shape[1:])))
+            header = store.wcs_text(stored.index(name))
+            regions.append(HeldOutRegion(f"{name} stored i grid", header, store.shape))
             continue
         if not found:
             sources = ", ".join(str(d) for d in header_sources) or "(none given)"
@@ -234,20 +226,16 @@ def held_out_regions(
     return regions
 
 
-def plan_test_regions(plan: PatchPlan, group: zarr.Group) -> list[HeldOutRegion]:
+def plan_test_regions(plan: PatchPlan, store: CubeStore) -> list[HeldOutRegion]:
     """The plan's test patches, one region per field holding some, on that field's stored grid."""
     table = plan.table
-    names = field_names(group)
-    shape = tuple(int(n) for n in group["valid"].shape[1:])
+    names = store.fields
+    shape = store.shape
     regions = []
     for field, rows in plan.field_rows(("test",)).items():
-        held = np.zeros(shape, dtype=bool)
-        for y, x in zip(table["y0"][rows].tolist(), table["x0"][rows].tolist(), strict=True):
-            held[y : y + plan.patch, x : x + plan.patch] = True
-        integral = np.zeros((shape[0] + 1, shape[1] + 1), dtype=np.int64)
-        integral[1:, 1:] = held.cumsum(axis=0).cumsum(axis=1)
-        header = str(group["wcs"][names.index(field)])
-        regions.append(HeldOutRegion(f"test patches of {field}", header, shape, integral))
+        patches = (np.asarray(table["y0"][rows]), np.asarray(table["x0"][rows]), plan.patch)
+        header = store.wcs_text(names.index(field))
+        regions.append(HeldOutRegion(f"test patches of {field}", header, shape, patches))
     return regions
 
 
@@ -272,22 +260,24 @@ def _field_leaks(
     x0: np.ndarray,
     patch: int,
     regions: Sequence[HeldOutRegion],
-    margin: float,
+    margin_arcsec: float,
 ) -> tuple[np.ndarray, list[list[str]], int]:
     """Held-out pixels of each of one field's patches, the regions they lie in, and pixels checked."""
-    wcs = _wcs(header)
-    circle = _circle(wcs, shape, 0.0)
-    near = [(r, _wcs(r.header)) for r in regions]
-    near = [(r, w) for r, w in near if _circles_meet(circle, _circle(w, r.shape, margin))]
-    covered = np.zeros(shape, dtype=bool)
-    for y, x in zip(y0.tolist(), x0.tolist(), strict=True):
-        covered[y : y + patch, x : x + patch] = True
+    wcs = parse_field_wcs(header)
+    cap = grid_cap(wcs, shape, 1.0)
+    near: list[tuple[HeldOutRegion, WCS, float]] = []
+    for region in regions:
+        region_wcs = parse_field_wcs(region.header)
+        margin = max(0.0, margin_arcsec / pixel_scale_arcsec(region_wcs) - 1.0)
+        if cap.meets(grid_cap(region_wcs, region.shape, 1.0 + margin)):
+            near.append((region, region_wcs, margin))
+    covered = coverage(shape, y0, x0, patch)
     ys, xs = np.nonzero(covered)
-    hits = {r.name: np.zeros(shape, dtype=bool) for r, _ in near}
+    hits = {r.name: np.zeros(shape, dtype=bool) for r, _, _ in near}
     for start in range(0, len(ys) if near else 0, _BLOCK):
         by, bx = ys[start : start + _BLOCK], xs[start : start + _BLOCK]
         ra, dec = wcs.pixel_to_world_values(bx.astype(np.float64), by.astype(np.float64))
-        for region, region_wcs in near:
+        for region, region_wcs, margin in near:
             inside = _inside(region, region_wcs, ra, dec, margin)
             hits[region.name][by[inside], bx[inside]] = True
     leaked = np.zeros(shape, dtype=bool)
@@ -319,31 +309,5 @@ def _inside(region: HeldOutRegion, wcs: WCS, ra: np.ndarray, dec: np.ndarray, ma
     x_hi = np.clip(np.floor(px[k] + 0.5 + margin), 0, nx - 1).astype(np.int64) + 1
     y_lo = np.clip(np.ceil(py[k] - 0.5 - margin), 0, ny - 1).astype(np.int64)
     y_hi = np.clip(np.floor(py[k] + 0.5 + margin), 0, ny - 1).astype(np.int64) + 1
-    t = region.integral
-    held = t[y_hi, x_hi] - t[y_lo, x_hi] - t[y_hi, x_lo] + t[y_lo, x_lo]
-    inside[k] = held > 0
+    inside[k] = window_sums(region.integral, y_lo, x_lo, y_hi, x_hi) > 0
     return inside
-
-
-def _wcs(header: str) -> WCS:
-    return parse_field_wcs(header)
-
-
-def _circle(wcs: WCS, shape: tuple[int, int], margin: float) -> tuple[np.ndarray, float]:
-    """Centre (unit vector) and angular radius (radians) of a circle holding the grid, one pixel out."""
-    ny, nx = shape
-    pad = 1.5 + margin
-    ra, dec = wcs.pixel_to_world_values(
-        np.array([(nx - 1) / 2, -pad, nx - 1 + pad, -pad, nx - 1 + pad]),
-        np.array([(ny - 1) / 2, -pad, -pad, ny - 1 + pad, ny - 1 + pad]),
-    )
-    points = unit_vectors(ra, dec)
-    radius = float(np.arccos(np.clip(np.min(points[1:] @ points[0]), -1.0, 1.0)))
-    # The circle through the corners holds the grid up to the projection's curvature across a frame,
-    # far below a pixel; one more pixel of radius makes up for it.
-    return points[0], radius + math.radians(float(np.max(proj_plane_pixel_scales(wcs))))
-
-
-def _circles_meet(a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> bool:
-    angle = float(np.arccos(np.clip(a[0] @ b[0], -1.0, 1.0)))
-    return angle <= a[1] + b[1]

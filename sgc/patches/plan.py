@@ -1,14 +1,14 @@
 """Patch planning: the patch grid of every field, the train / val / test split, and the dropping rules.
 
-Two ways to split, chosen by :attr:`SplitSpec.mode` (``auto``: ``rows`` for a store of one done field,
-``fields`` otherwise):
+Two ways to split, chosen by ``split.mode`` (:class:`sgc.config.SplitConfig`; ``auto``: ``rows`` for a
+store of one done field, ``fields`` otherwise):
 
 - ``fields``: whole fields go to one split. Test fields are the held-out fields that the store holds;
   validation fields are listed, or drawn with the seed from the fields that are neither test nor listed
   for training; training fields are listed, or every remaining field. Every field is cut on one grid:
   origins at multiples of the stride, every patch inside the field.
 - ``rows``: one field (the real sample) is cut into bands of rows, train from row 0, then validation, then
-  test, each band's share of the rows set by :attr:`SplitSpec.row_fractions`, with :attr:`SplitSpec.guard`
+  test, each band's share of the rows set by ``split.row_fractions``, with ``split.guard``
   rows between neighbouring bands that belong to no split, so an object near a band's edge is not seen by
   two splits. Each band is cut on its own grid, anchored at its first row. A store of several fields is
   refused: consecutive fields overlap on the sky, so one field's train band could be another's test band.
@@ -22,9 +22,9 @@ Per-patch counts read ``label``, ``valid`` and ``exclude`` with one Dask task pe
 that field's chunks of the three arrays, never the whole store) and sum them over every window through an
 integral image, so any patch size, stride and band anchoring works. Normalisation statistics per band
 come from the train patches alone (their valid, non-excluded pixels), with the exact statistics of
-:func:`sgc.cube.stats.band_stats`.
+:func:`sgc.cube.quantiles.band_stats`.
 
-The same store and :class:`SplitSpec` give the same plan: patches are ordered by field slot, row and
+The same store, split settings and test fields give the same plan: patches are ordered by field slot, row and
 column, and the one random choice (validation fields drawn in ``fields`` mode) ranks fields by a hash
 of the seed and the field id, so it does not depend on the order fields were stored in either.
 """
@@ -35,94 +35,44 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
-import xarray as xr
-import zarr
 from astropy.table import Table
 
-from sgc.cube.stats import band_stats
-from sgc.cube.store import done_fields, field_names, open_store
+from sgc.classes import LABEL_VALUES
+from sgc.config import SplitConfig
+from sgc.cube.quantiles import band_stats
+from sgc.cube.store import ATTR_HELD_OUT, EXCLUDE, IMAGE, LABEL, VALID, CubeStore
 from sgc.errors import SgcError
 from sgc.patches.planfile import COUNT_COLUMNS, SPLITS, PatchPlan, empty_table
 from sgc.sdss.names import FieldId
+from sgc.windows import coverage, integral_image, window_sums
 
-# Label values written by the labelling stage.
-LABEL_VALUES: dict[str, int] = {"n_sky": 0, "n_star": 1, "n_galaxy": 2, "n_ignore": 255}
-# Attribute of ``label`` and ``exclude`` listing the fields they were computed for.
-COMPUTED_FIELDS_ATTR = "fields"
-# Attribute of ``exclude`` listing the held-out fields whose sky it marks.
-HELD_OUT_ATTR = "held_out"
-PIXEL_ARRAYS = ("label", "exclude")
+PIXEL_ARRAYS = (LABEL, EXCLUDE)
 
 
 class PlanError(SgcError):
-    """A patch plan that cannot be made as asked (bad settings, or a store missing what it needs)."""
+    """A patch plan that cannot be made as asked (settings that do not fit the store, or a store missing
+    what it needs)."""
 
 
-@dataclass(frozen=True)
-class SplitSpec:
-    """How to cut a store into patches and split them.
-
-    Attributes:
-        patch: patch edge in pixels.
-        stride: step between neighbouring patch origins in pixels.
-        seed: seed of the one random choice (validation fields drawn in ``fields`` mode).
-        mode: ``auto`` (``rows`` for a single-field store, else ``fields``), ``fields`` or ``rows``.
-        train_fields: training fields; empty means every field not used otherwise (``fields`` mode).
-        val_fields: validation fields; empty means a seeded draw of ``val_fraction`` of the fields
-            that are not test fields (``fields`` mode).
-        test_fields: held-out fields; those in the store become the test split (``fields`` mode), and
-            a ``rows`` field must not be one of them.
-        val_fraction: share of non-test fields drawn for validation when ``val_fields`` is empty
-            (rounded up, so there is one wherever there are two fields or more).
-        row_fractions: train, val and test shares of a ``rows`` field's rows, guards left out; sum 1.
-        guard: rows between neighbouring bands (``rows`` mode).
-    """
-
-    patch: int = 64
-    stride: int = 64
-    seed: int = 0
-    mode: Literal["auto", "fields", "rows"] = "auto"
-    train_fields: tuple[str, ...] = ()
-    val_fields: tuple[str, ...] = ()
-    test_fields: tuple[str, ...] = ()
-    val_fraction: float = 0.2
-    row_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    guard: int = 64
-
-    def __post_init__(self) -> None:
-        if self.patch < 1 or self.stride < 1 or self.guard < 0:
-            raise PlanError(f"patch ({self.patch}) and stride ({self.stride}) must be >= 1, guard >= 0")
-        if self.mode not in ("auto", "fields", "rows"):
-            raise PlanError(f"unknown split mode {self.mode!r}: auto, fields or rows")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise PlanError(f"val_fraction {self.val_fraction} must be in [0, 1)")
-        fractions = tuple(float(f) for f in self.row_fractions)
-        if len(fractions) != 3 or min(fractions) < 0 or fractions[0] == 0 or abs(sum(fractions) - 1) > 1e-6:
-            raise PlanError(f"row_fractions {self.row_fractions}: three shares >= 0, train > 0, summing to 1")
-        object.__setattr__(self, "row_fractions", fractions)
-        for name in ("train_fields", "val_fields", "test_fields"):
-            object.__setattr__(self, name, tuple(str(FieldId.parse(str(f))) for f in getattr(self, name)))
-
-    def to_json(self) -> dict[str, Any]:
-        """The settings as a JSON-able dict."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
-        }
+def split_settings(spec: SplitConfig, test_fields: Sequence[str]) -> dict[str, Any]:
+    """The split settings a plan records: the split section and the held-out fields, as JSON."""
+    return {**spec.model_dump(mode="json"), "test_fields": [str(FieldId.parse(f)) for f in test_fields]}
 
 
-def make_plan(store: str | Path, spec: SplitSpec) -> PatchPlan:
+def make_plan(store: str | Path, spec: SplitConfig, test_fields: Sequence[str] = ()) -> PatchPlan:
     """Plan the patches of a store: grid, split, counts, dropping rules and train normalisation.
 
     Args:
         store: a cube store with ``label`` and ``exclude`` computed for its done fields.
         spec: how to cut and split.
+        test_fields: the held-out fields; those the store holds become the test split (``fields``
+            mode), and a ``rows`` field must not be one of them.
 
     Returns:
         The plan (not yet written; see :func:`sgc.patches.planfile.write_plan`).
@@ -131,15 +81,15 @@ def make_plan(store: str | Path, spec: SplitSpec) -> PatchPlan:
         PlanError: if the store lacks ``label`` or ``exclude`` (or they were computed for other
             fields), if the settings do not fit the store, or if no train patch is left.
     """
-    group = open_store(store)
-    names = field_names(group)
-    done = done_fields(group)
+    cube = CubeStore.open(store)
+    names = cube.fields
+    done = cube.done_fields()
     if not done:
         raise PlanError(f"{store}: no done field to plan patches on")
-    _check_pixel_arrays(group, done, spec.test_fields)
-    ny, nx = group["valid"].shape[1:]
-    assignment = assign_splits(done, spec, ny)
-    extents = {name: valid_extent(group["valid"][names.index(name)]) for name in _split_fields(assignment)}
+    test_fields = [str(FieldId.parse(f)) for f in test_fields]
+    _check_pixel_arrays(cube, done, test_fields)
+    assignment = assign_splits(done, spec, test_fields, cube.shape[0])
+    extents = {name: valid_extent(cube[VALID][names.index(name)]) for name in _split_fields(assignment)}
     candidates = _candidates(assignment, names, extents, spec)
     counts = patch_counts(store, candidates["field_index"], candidates["y0"], candidates["x0"], spec.patch)
     keep, summary = _dropping_rules(candidates["split"], counts, spec.patch)
@@ -153,7 +103,7 @@ def make_plan(store: str | Path, spec: SplitSpec) -> PatchPlan:
         store=str(store),
         store_fields=names,
         seed=spec.seed,
-        split={"spec": spec.to_json(), "assignment": assignment},
+        split={"spec": split_settings(spec, test_fields), "assignment": assignment},
         normalisation={},
         summary=summary,
     )
@@ -161,12 +111,15 @@ def make_plan(store: str | Path, spec: SplitSpec) -> PatchPlan:
     return plan
 
 
-def assign_splits(fields: Sequence[str], spec: SplitSpec, rows: int) -> dict[str, Any]:
+def assign_splits(
+    fields: Sequence[str], spec: SplitConfig, test_fields: Sequence[str], rows: int
+) -> dict[str, Any]:
     """Resolve the split of a store's done fields.
 
     Args:
         fields: the done fields, in slot order.
         spec: the split settings.
+        test_fields: the held-out fields.
         rows: rows of every field's grid.
 
     Returns:
@@ -184,7 +137,7 @@ def assign_splits(fields: Sequence[str], spec: SplitSpec, rows: int) -> dict[str
                 f"rows mode splits a single field, the store has {len(fields)} done fields: consecutive "
                 "fields overlap on the sky, so split them by field lists (mode: fields)"
             )
-        if fields[0] in spec.test_fields:
+        if fields[0] in test_fields:
             raise PlanError(
                 f"field {fields[0]} is held out (a test field): it cannot be split into train rows"
             )
@@ -194,11 +147,11 @@ def assign_splits(fields: Sequence[str], spec: SplitSpec, rows: int) -> dict[str
         unknown = sorted(set(listed) - set(fields))
         if unknown:
             raise PlanError(f"{name} names fields the store does not hold done: {', '.join(unknown)}")
-    listed = [*spec.train_fields, *spec.val_fields, *(f for f in spec.test_fields if f in fields)]
+    listed = [*spec.train_fields, *spec.val_fields, *(f for f in test_fields if f in fields)]
     twice = sorted(f for f, n in Counter(listed).items() if n > 1)
     if twice:
         raise PlanError(f"fields listed in more than one split: {', '.join(twice)}")
-    test = [f for f in fields if f in spec.test_fields]
+    test = [f for f in fields if f in test_fields]
     val = [f for f in fields if f in spec.val_fields] or _draw_val(fields, test, spec)
     train = [f for f in fields if f in spec.train_fields] or [f for f in fields if f not in {*val, *test}]
     return {"mode": "fields", "fields": {"train": train, "val": val, "test": test}}
@@ -289,59 +242,43 @@ def patch_counts(
     return {name: counts[:, k] for k, name in enumerate(COUNT_COLUMNS)}
 
 
-def window_sums(mask: np.ndarray, y0: np.ndarray, x0: np.ndarray, patch: int) -> np.ndarray:
-    """Number of true pixels of ``mask`` in each ``patch`` x ``patch`` window at ``(y0, x0)``."""
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    table[1:, 1:] = mask.cumsum(axis=0, dtype=np.int64).cumsum(axis=1)
-    y1, x1 = y0 + patch, x0 + patch
-    return table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
-
-
-def coverage(shape: tuple[int, int], y0: np.ndarray, x0: np.ndarray, patch: int) -> np.ndarray:
-    """Boolean mask of the pixels covered by at least one of the patches."""
-    covered = np.zeros(shape, dtype=bool)
-    for y, x in zip(np.asarray(y0).tolist(), np.asarray(x0).tolist(), strict=True):
-        covered[y : y + patch, x : x + patch] = True
-    return covered
-
-
 def train_normalisation(store: str | Path, plan: PatchPlan) -> dict[str, dict[str, Any]]:
     """Per-band statistics of the valid, non-excluded pixels of the train patches, and of nothing else.
 
     A pixel covered by several train patches counts once. One Dask task per train field builds its
-    mask; the statistics are :func:`sgc.cube.stats.band_stats`'s (exact median and MAD).
+    mask; the statistics are :func:`sgc.cube.quantiles.band_stats`'s (exact median and MAD).
 
     Returns:
-        For each band, the dict :func:`~sgc.cube.stats.band_stats` gives (``count``, ``mean``,
+        For each band, the dict :func:`~sgc.cube.quantiles.band_stats` gives (``count``, ``mean``,
         ``std``, ``median``, ``mad``, ``robust_sigma``, ...).
     """
     table = plan.table
-    # One Dask chunk per field, as in sgc.cube.stats: few, large partial results.
-    ds = xr.open_zarr(store, consolidated=False, chunks={"field": 1, "band": -1, "y": -1, "x": -1})
-    shape = ds["valid"].shape[1:]
+    cube = CubeStore.open(store)
+    shape = cube.shape
     slots, masks = [], []
     for rows in plan.field_rows(("train",)).values():
         slots.append(int(table["field_index"][rows[0]]))
         y0, x0 = np.asarray(table["y0"])[rows], np.asarray(table["x0"])[rows]
         task = dask.delayed(_train_pixels)(str(store), slots[-1], y0, x0, plan.patch)
         masks.append(da.from_delayed(task, shape=shape, dtype=bool))
-    pixels = da.where(da.stack(masks)[:, None], ds["image"].data[np.asarray(slots)], np.float32(np.nan))
-    bands = [str(b) for b in ds["band"].values]
-    return dict(zip(bands, band_stats(pixels), strict=True))
+    # One Dask chunk per field, as in sgc.cube.stats: few, large partial results.
+    image = cube.per_field(IMAGE)[np.asarray(slots, dtype=np.int64)]
+    pixels = da.where(da.stack(masks)[:, None], image, np.float32(np.nan))
+    return dict(zip(cube.bands, band_stats(pixels), strict=True))
 
 
-def _check_pixel_arrays(group: zarr.Group, fields: Sequence[str], held_out: Sequence[str]) -> None:
+def _check_pixel_arrays(cube: CubeStore, fields: Sequence[str], held_out: Sequence[str]) -> None:
     """``label`` and ``exclude`` must exist and, where their attributes say, have been computed for
     every field, and ``exclude`` for (at least) the held-out fields of the split."""
     for name in PIXEL_ARRAYS:
-        if name not in group:
+        if name not in cube:
             raise PlanError(f"the store has no {name!r} array: run the stage that computes it first")
-        computed = group[name].attrs.get(COMPUTED_FIELDS_ATTR)
+        computed = cube.computed_fields(name)
         if computed is not None:
-            missing = sorted(set(fields) - {str(f) for f in computed})
+            missing = sorted(set(fields) - computed)
             if missing:
                 raise PlanError(f"{name!r} was not computed for field(s) {', '.join(missing)}: recompute it")
-    excluded_for = group["exclude"].attrs.get(HELD_OUT_ATTR)
+    excluded_for = cube.record(EXCLUDE).get(ATTR_HELD_OUT)
     if excluded_for is not None:
         missing = sorted(set(held_out) - {str(FieldId.parse(str(f))) for f in excluded_for})
         if missing:
@@ -350,7 +287,7 @@ def _check_pixel_arrays(group: zarr.Group, fields: Sequence[str], held_out: Sequ
             )
 
 
-def _draw_val(fields: Sequence[str], test: Sequence[str], spec: SplitSpec) -> list[str]:
+def _draw_val(fields: Sequence[str], test: Sequence[str], spec: SplitConfig) -> list[str]:
     """Validation fields drawn with the seed from the fields that are neither test nor listed for train."""
     pool = [f for f in fields if f not in test and f not in spec.train_fields]
     usable = len(fields) - len(test)
@@ -374,7 +311,7 @@ def _candidates(
     assignment: dict[str, Any],
     names: Sequence[str],
     extents: dict[str, tuple[tuple[int, int], tuple[int, int]]],
-    spec: SplitSpec,
+    spec: SplitConfig,
 ) -> dict[str, np.ndarray]:
     """Every patch the split allows, before the dropping rules, ordered by slot, row and column.
 
@@ -432,15 +369,17 @@ def _dropping_rules(
 
 def _field_counts(store: str, slot: int, y0: np.ndarray, x0: np.ndarray, patch: int) -> np.ndarray:
     """The count columns of one field's patches, read from its slot of the store."""
-    group = zarr.open_group(store, mode="r", zarr_format=3)
-    label = group["label"][slot]
+    cube = CubeStore.open(store)
+    label = cube[LABEL][slot]
     masks = [label == value for value in LABEL_VALUES.values()]
-    masks += [~group["valid"][slot], group["exclude"][slot]]
-    return np.stack([window_sums(mask, y0, x0, patch) for mask in masks], axis=1)
+    masks += [~cube[VALID][slot], cube[EXCLUDE][slot]]
+    return np.stack(
+        [window_sums(integral_image(mask), y0, x0, y0 + patch, x0 + patch) for mask in masks], axis=1
+    )
 
 
 def _train_pixels(store: str, slot: int, y0: np.ndarray, x0: np.ndarray, patch: int) -> np.ndarray:
     """Pixels of one field that train patches cover and that are valid and not excluded."""
-    group = zarr.open_group(store, mode="r", zarr_format=3)
-    valid = group["valid"][slot]
-    return coverage(valid.shape, y0, x0, patch) & valid & ~group["exclude"][slot]
+    cube = CubeStore.open(store)
+    valid = cube[VALID][slot]
+    return coverage(valid.shape, y0, x0, patch) & valid & ~cube[EXCLUDE][slot]

@@ -25,12 +25,13 @@ import numpy as np
 import zarr
 from astropy.table import Table
 
+from sgc.classes import LABEL_VALUES
 from sgc.errors import SgcError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-# Per-patch pixel counts: label classes (0 sky, 1 star, 2 galaxy, 255 ignore), then pixels that are not
-# valid and pixels on held-out sky.
-COUNT_COLUMNS: tuple[str, ...] = ("n_sky", "n_star", "n_galaxy", "n_ignore", "n_invalid", "n_excluded")
+# Per-patch pixel counts: each label value (sky, star, galaxy, ignore), then pixels that are not valid and
+# pixels on held-out sky.
+COUNT_COLUMNS: tuple[str, ...] = (*(f"n_{name}" for name in LABEL_VALUES), "n_invalid", "n_excluded")
 PLAN_COLUMNS: dict[str, str] = {
     "field": "str",
     "field_index": "int32",
@@ -62,7 +63,7 @@ class PatchPlan:
         seed: the seed of the split.
         split: the split settings (JSON-able) and their resolved assignment.
         normalisation: per band, statistics of the valid, non-excluded pixels of the train patches
-            (keys as :func:`sgc.cube.stats.band_stats` gives them).
+            (keys as :func:`sgc.cube.quantiles.band_stats` gives them).
         summary: per split, candidate patches and how many were dropped and why.
     """
 
@@ -109,6 +110,32 @@ class PatchPlan:
             "normalisation": self.normalisation,
             "summary": self.summary,
         }
+
+
+def band_scaling(
+    normalisation: dict[str, dict[str, Any]], bands: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The per-band affine map ``x * scale + offset`` that gives ``(x - median) / robust_sigma``.
+
+    Args:
+        normalisation: per band, statistics with ``median`` and ``robust_sigma`` (a plan's, or a
+            checkpoint's copy of them).
+        bands: the bands, in the order of the image's band axis.
+
+    Returns:
+        ``(scale, offset)``, float32 arrays of one value per band.
+
+    Raises:
+        ValueError: if a band has no statistics, or a robust sigma that is not positive.
+    """
+    missing = [b for b in bands if b not in normalisation]
+    if missing:
+        raise ValueError(f"no normalisation for band(s) {', '.join(missing)}")
+    median = np.array([normalisation[b]["median"] for b in bands], dtype=np.float64)
+    sigma = np.array([normalisation[b]["robust_sigma"] for b in bands], dtype=np.float64)
+    if not np.all(np.isfinite(sigma) & (sigma > 0)):
+        raise ValueError(f"robust sigma of some band is not positive ({sigma})")
+    return (1 / sigma).astype(np.float32), (-median / sigma).astype(np.float32)
 
 
 def holds_objects(table: Table) -> np.ndarray:

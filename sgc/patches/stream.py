@@ -4,7 +4,7 @@
 
 1. **Order.** The split's patches, grouped by field (row-major inside a field), patches holding star or
    galaxy pixels repeated ``oversample`` times; with ``shuffle`` the fields are permuted by
-   ``(seed, epoch)``.
+   ``(seed, epoch)``. The settings are :class:`sgc.config.LoaderConfig`'s.
 2. **Shards.** That sequence is cut into ``world_size x num_workers`` contiguous pieces of equal size (to
    one patch); DataLoader worker ``w`` of rank ``r`` takes piece ``r * num_workers + w``. Pieces are
    disjoint and together hold every patch, and being contiguous they touch few chunks.
@@ -36,53 +36,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from sgc.cube.store import open_store
+from sgc.config import LoaderConfig
+from sgc.cube.store import IMAGE, LABEL, CubeStore
 from sgc.errors import SgcError
 from sgc.patches.chunks import ChunkReader
 from sgc.patches.gather import N_SYMMETRIES, gather_patches
-from sgc.patches.planfile import SPLITS, PatchPlan, holds_objects, read_plan
-
-LABEL_ARRAY = "label"
+from sgc.patches.planfile import SPLITS, PatchPlan, band_scaling, holds_objects, read_plan
 
 
 class StreamError(SgcError):
     """A plan and store that cannot be streamed together."""
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """How a :class:`PatchStream` orders, batches and augments patches.
-
-    Attributes:
-        batch_size: patches per yielded batch (the last batch of a worker may be smaller).
-        shuffle: permute fields and draw patches from the buffer at random; off, the order is the plan's.
-        seed: seed of every random choice.
-        augment: apply a random one of the eight symmetries of the square to each patch.
-        noise: sigma of Gaussian noise added to the normalised image (1 = the band's sky noise).
-        gain_jitter: sigma of a random per-patch, per-band gain (multiplies the normalised image).
-        oversample: times a patch holding star or galaxy pixels appears per epoch.
-        buffer_blocks: blocks held in the shuffle buffer at once.
-        max_block_rows: most chunk rows read as one block.
-    """
-
-    batch_size: int = 32
-    shuffle: bool = True
-    seed: int = 0
-    augment: bool = False
-    noise: float = 0.0
-    gain_jitter: float = 0.0
-    oversample: int = 1
-    buffer_blocks: int = 2
-    max_block_rows: int = 8
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.oversample < 1 or self.buffer_blocks < 1 or self.max_block_rows < 1:
-            raise ValueError("batch_size, oversample, buffer_blocks and max_block_rows must be at least 1")
-        if self.noise < 0 or self.gain_jitter < 0:
-            raise ValueError("noise and gain_jitter must not be negative")
 
 
 @dataclass(eq=False)
@@ -104,7 +69,9 @@ class PatchStream(IterableDataset):
         store: the cube store (needs ``image`` and ``label``).
         plan: a :class:`PatchPlan` or the path of one.
         split: ``train``, ``val`` or ``test``.
-        settings: ordering, batching and augmentation.
+        loader: batching, buffering and augmentation (its ``workers`` are :func:`patch_loader`'s business).
+        seed: seed of every random choice.
+        shuffle: permute fields and draw patches from the buffer at random; off, the order is the plan's.
         rank, world_size: this process's DDP rank and the number of ranks; by default those of the
             initialised process group, else 0 and 1.
         with_index: also yield the plan rows of each batch's patches (int64), for tests and prediction.
@@ -119,7 +86,10 @@ class PatchStream(IterableDataset):
         store: str | Path,
         plan: PatchPlan | str | Path,
         split: str = "train",
-        settings: StreamSettings | None = None,
+        loader: LoaderConfig | None = None,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
         with_index: bool = False,
@@ -131,7 +101,9 @@ class PatchStream(IterableDataset):
             plan = read_plan(plan)
         self.store = str(Path(store).resolve())
         self.split = split
-        self.settings = settings or StreamSettings()
+        self.settings = loader or LoaderConfig()
+        self.seed = seed
+        self.shuffle = shuffle
         self.rank, self.world_size = _rank_and_world(rank, world_size)
         self.with_index = with_index
         self.patch = plan.patch
@@ -171,8 +143,8 @@ class PatchStream(IterableDataset):
             np.repeat(rows, np.where(self._objects[rows], self.settings.oversample, 1))
             for rows in self._units
         ]
-        if self.settings.shuffle and units:
-            order = np.random.default_rng([self.settings.seed, epoch]).permutation(len(units))
+        if self.shuffle and units:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(units))
             units = [units[k] for k in order]
         return np.concatenate(units) if units else np.empty(0, dtype=np.int64)
 
@@ -193,15 +165,15 @@ class PatchStream(IterableDataset):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         shard = self.rank * workers + worker
         n_shards = self.world_size * workers
-        rng = np.random.default_rng([self.settings.seed, self.epoch, shard])
+        rng = np.random.default_rng([self.seed, self.epoch, shard])
         rows = self.shard_rows(shard, n_shards)
         yield from self._batches(rows, rng, shared=info is not None)
 
     def _readers(self) -> tuple[ChunkReader, ChunkReader]:
         """The store's arrays, opened once per process (a forked worker must not reuse its parent's)."""
         if self._arrays is None or self._arrays[0] != os.getpid():
-            group = zarr.open_group(self.store, mode="r", zarr_format=3)
-            self._arrays = (os.getpid(), ChunkReader(group["image"]), ChunkReader(group[LABEL_ARRAY]))
+            cube = CubeStore.open(self.store)
+            self._arrays = (os.getpid(), ChunkReader(cube[IMAGE]), ChunkReader(cube[LABEL]))
         return self._arrays[1], self._arrays[2]
 
     def _blocks(self, rows: np.ndarray) -> Iterator[np.ndarray]:
@@ -269,7 +241,7 @@ class PatchStream(IterableDataset):
             serial[count] = block
             fresh = np.stack([np.full(len(run), count), np.arange(len(run))], axis=1)
             pool = np.concatenate([pool, fresh])
-            if self.settings.shuffle:
+            if self.shuffle:
                 pool = pool[rng.permutation(len(pool))]
             count += 1
 
@@ -373,10 +345,10 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
 
 def _check_store(store: str, plan: PatchPlan) -> tuple[np.ndarray, np.ndarray, int]:
     """The per-band normalisation (scale, offset) and chunk edge, checking the store fits the plan."""
-    group = open_store(store)
-    if LABEL_ARRAY not in group:
+    cube = CubeStore.open(store)
+    if LABEL not in cube:
         raise StreamError(f"{store}: no labels; run `sgc label` before streaming patches")
-    image, label = group["image"], group[LABEL_ARRAY]
+    image, label = cube[IMAGE], cube[LABEL]
     chunk = image.chunks[2]
     if (
         image.chunks[:2] != (1, image.shape[1])
@@ -389,15 +361,11 @@ def _check_store(store: str, plan: PatchPlan) -> tuple[np.ndarray, np.ndarray, i
         )
     if plan.patch > chunk:
         raise StreamError(f"{store}: patches of {plan.patch} pixels are wider than its {chunk}-pixel chunks")
-    names = [str(b) for b in group["band"][:]]
-    missing = [b for b in names if b not in plan.normalisation]
-    if missing:
-        raise StreamError(f"plan of {plan.store}: no normalisation for band(s) {', '.join(missing)}")
-    median = np.array([plan.normalisation[b]["median"] for b in names], dtype=np.float64)
-    sigma = np.array([plan.normalisation[b]["robust_sigma"] for b in names], dtype=np.float64)
-    if not np.all(np.isfinite(sigma) & (sigma > 0)):
-        raise StreamError(f"plan of {plan.store}: robust sigma of some band is not positive ({sigma})")
+    try:
+        scale, offset = band_scaling(plan.normalisation, cube.bands)
+    except ValueError as exc:
+        raise StreamError(f"plan of {plan.store}: {exc}") from exc
     n_fields = image.shape[0]
     if len(plan.table) and int(np.max(plan.table["field_index"])) >= n_fields:
         raise StreamError(f"{store}: has {n_fields} fields, fewer than the plan's field slots")
-    return (1 / sigma).astype(np.float32), (-median / sigma).astype(np.float32), chunk
+    return scale, offset, chunk

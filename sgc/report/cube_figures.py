@@ -11,22 +11,25 @@ no global backend is switched and nothing is left open. Each figure has a fixed 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import zarr
 from astropy.table import Table
 from astropy.visualization import make_lupton_rgb
 from matplotlib.figure import Figure
 
-from sgc.cube.stats import ROBUST_SIGMA_PER_MAD, locate_objects
-from sgc.cube.store import StoreError, field_names, open_store
+from sgc.classes import OBJECT_CLASSES
+from sgc.cube.objects import locate_objects
+from sgc.cube.quantiles import ROBUST_SIGMA_PER_MAD
+from sgc.cube.store import IMAGE, VALID, CubeStore
 from sgc.errors import InputFileError
 from sgc.report.png import save_png
+from sgc.report.style import CLASS_COLOURS, DPI, OBJECT_MARKERS, PLURALS
+from sgc.sdss.discover import find_frames
 from sgc.sdss.frames import read_frame
 from sgc.sdss.names import BANDS, FieldId
+from sgc.windows import integral_image, window_sums
 
 IRG_BANDS = ("i", "r", "g")
 # Per-band weights before the stretch (SDSS's irg previews scale each band too), chosen on the real sample
@@ -39,15 +42,9 @@ IRG_Q = 10.0
 # Pixels above median + BRIGHT_SIGMA robust sigma count as bright when choosing the crop.
 BRIGHT_SIGMA = 20.0
 
-DPI = 100
 BEFORE_AFTER_SIZE = (12.0, 6.6)
 OVERLAY_SIZE = (12.0, 9.0)
 POSITIONS_SIZE = (15.0, 4.5)
-# Marker, colour and plural name of each catalogue class.
-CLASS_STYLE: Mapping[str, tuple[str, str, str]] = {
-    "star": ("o", "tab:cyan", "stars"),
-    "galaxy": ("s", "tab:orange", "galaxies"),
-}
 
 
 def irg_composite(i: np.ndarray, r: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -92,16 +89,17 @@ def irg_panels(
         StoreError: if the field is not a done field of the store.
         InputFileError: if a raw frame cannot be found or read.
     """
-    group = open_store(store)
-    slot, name = _done_slot(group, field)
+    cube = CubeStore.open(store)
+    slot = cube.done_slot(field)
+    name = cube.fields[slot]
     band_index = [BANDS.index(b) for b in IRG_BANDS]
-    ny, nx = group["valid"].shape[1:]
+    ny, nx = cube.shape
     h, w = min(size, ny), min(size, nx)
     if corner is None:
-        corner = _bright_corner(group["image"][slot, BANDS.index("r")], group["valid"][slot], h, w)
+        corner = _bright_corner(cube[IMAGE][slot, BANDS.index("r")], cube[VALID][slot], h, w)
     y0, x0 = corner
-    after = group["image"].oindex[slot, band_index, y0 : y0 + h, x0 : x0 + w]
-    paths = _raw_paths(group, slot, name, raw)
+    after = cube[IMAGE].oindex[slot, band_index, y0 : y0 + h, x0 : x0 + w]
+    paths = _raw_paths(cube, slot, name, raw)
     before = [_crop(read_frame(paths[b]).image, y0, x0, h, w) for b in IRG_BANDS]
     return irg_composite(*before), irg_composite(*after), (y0, x0)
 
@@ -138,7 +136,7 @@ def irg_before_after(
 def catalog_overlay(store: str | Path, field: str, catalog: Table, out: str | Path) -> Path:
     """Save a field's aligned r band with the catalogue's stars and galaxies marked.
 
-    Only objects inside the field's valid area are marked (see :func:`~sgc.cube.stats.locate_objects`);
+    Only objects inside the field's valid area are marked (see :func:`~sgc.cube.objects.locate_objects`);
     invalid pixels show red.
 
     Args:
@@ -153,25 +151,26 @@ def catalog_overlay(store: str | Path, field: str, catalog: Table, out: str | Pa
     Raises:
         StoreError: if the field is not a done field of the store.
     """
-    group = open_store(store)
-    slot, name = _done_slot(group, field)
-    r = np.where(group["valid"][slot], group["image"][slot, BANDS.index("r")], np.nan)
-    objects = locate_objects(store, catalog, [name])
+    cube = CubeStore.open(store)
+    slot = cube.done_slot(field)
+    name = cube.fields[slot]
+    r = np.where(cube[VALID][slot], cube[IMAGE][slot, BANDS.index("r")], np.nan)
+    objects = locate_objects(cube, catalog, [name])
     fig = Figure(figsize=OVERLAY_SIZE, dpi=DPI, layout="constrained")
     ax = fig.subplots()
     ax.set_facecolor("darkred")
     ax.imshow(_asinh_grey(r), origin="lower", cmap="gray", interpolation="antialiased")
-    for cls, (marker, color, plural) in CLASS_STYLE.items():
+    for cls in OBJECT_CLASSES:
         rows = objects[objects["class"] == cls]
         ax.scatter(
             rows["x"],
             rows["y"],
             s=60,
-            marker=marker,
+            marker=OBJECT_MARKERS[cls],
             facecolors="none",
-            edgecolors=color,
+            edgecolors=CLASS_COLOURS[cls],
             linewidths=0.8,
-            label=f"{plural} ({len(rows)})",
+            label=f"{PLURALS[cls]} ({len(rows)})",
         )
     ax.set(title=f"{name}: catalogue objects on the aligned r band", xlabel="x (pixel)", ylabel="y (pixel)")
     ax.legend(loc="upper right", framealpha=0.8)
@@ -191,17 +190,23 @@ def object_positions(store: str | Path, catalog: Table, out: str | Path) -> Path
     Returns:
         ``out``.
     """
-    group = open_store(store)
-    ny, nx = group["valid"].shape[1:]
-    objects = locate_objects(store, catalog)
+    cube = CubeStore.open(store)
+    ny, nx = cube.shape
+    objects = locate_objects(cube, catalog)
     nfields = len(set(objects["field"]))
     fig = Figure(figsize=POSITIONS_SIZE, dpi=DPI, layout="constrained")
     ax_x, ax_y, ax_xy = fig.subplots(1, 3)
     for ax, axis, extent in ((ax_x, "x", nx), (ax_y, "y", ny)):
         bins = np.linspace(0, extent, 33)
-        for cls, (_, color, plural) in CLASS_STYLE.items():
+        for cls in OBJECT_CLASSES:
             values = objects[axis][objects["class"] == cls]
-            ax.hist(values, bins=bins, histtype="step", color=color, label=f"{plural} ({len(values)})")
+            ax.hist(
+                values,
+                bins=bins,
+                histtype="step",
+                color=CLASS_COLOURS[cls],
+                label=f"{PLURALS[cls]} ({len(values)})",
+            )
         ax.set(xlabel=f"{axis} (pixel)", ylabel="objects per bin", xlim=(0, extent))
         ax.legend(loc="lower center")
     gridsize = (32, max(1, round(32 * ny / nx)))
@@ -218,30 +223,24 @@ def _field_name(field: str) -> str:
     return str(FieldId.parse(field))
 
 
-def _done_slot(group: zarr.Group, field: str) -> tuple[int, str]:
-    """Slot of a done field, and its canonical name."""
-    name = _field_name(field)
-    names = field_names(group)
-    if name not in names or not group["done"][names.index(name)]:
-        raise StoreError(f"field {name} is not a done field of this store")
-    return names.index(name), name
-
-
 def _raw_paths(
-    group: zarr.Group, slot: int, name: str, raw: str | Path | Mapping[str, str | Path]
+    cube: CubeStore, slot: int, name: str, raw: str | Path | Mapping[str, str | Path]
 ) -> dict[str, Path]:
-    """Paths of the field's raw i, r and g frames: given, or the files its source record names."""
+    """Paths of the field's raw i, r and g frames: given, or those below ``raw`` that the store was made from.
+
+    Raises:
+        InputFileError: if ``raw`` holds no frame of a band under the name the store records.
+    """
     if isinstance(raw, Mapping):
         return {b: Path(raw[b]) for b in IRG_BANDS}
-    files = json.loads(str(group["source"][slot])).get("files", {})
-    wanted = {files[b]["name"]: b for b in IRG_BANDS if b in files}
-    # One walk of the folder, however many files are looked for.
-    found = {wanted[p.name]: p for p in Path(raw).rglob("frame-*") if p.name in wanted}
-    missing = [b for b in IRG_BANDS if b not in found]
+    files = cube.source(slot).get("files", {})
+    found = find_frames([raw], missing_ok=True).bands(name)
+    paths = {b: found[b] for b in IRG_BANDS if b in found and found[b].name == files.get(b, {}).get("name")}
+    missing = [b for b in IRG_BANDS if b not in paths]
     if missing:
         what = f"no raw {'/'.join(missing)} frame of field {name} with the name the store records"
         raise InputFileError(raw, f"holds {what}")
-    return found
+    return paths
 
 
 def _crop(image: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarray:
@@ -266,20 +265,13 @@ def _bright_corner(r: np.ndarray, valid: np.ndarray, h: int, w: int) -> tuple[in
     step = max(1, min(h, w) // 8)
     ys = np.arange(0, valid.shape[0] - h + 1, step)
     xs = np.arange(0, valid.shape[1] - w + 1, step)
-    cover = _window_sums(good, ys, xs, h, w)
-    score = np.where(cover >= 0.95 * h * w, _window_sums(bright, ys, xs, h, w), -1)
+    y, x = ys[:, None], xs[None, :]
+    cover = window_sums(integral_image(good), y, x, y + h, x + w)
+    score = np.where(cover >= 0.95 * h * w, window_sums(integral_image(bright), y, x, y + h, x + w), -1)
     if score.max() < 0:
         score = cover
     iy, ix = np.unravel_index(np.argmax(score), score.shape)
     return int(ys[iy]), int(xs[ix])
-
-
-def _window_sums(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Number of true pixels in every h x w window with corner (ys[j], xs[k]), from an integral image."""
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    table[1:, 1:] = mask.cumsum(axis=0).cumsum(axis=1)
-    y, x = ys[:, None], xs[None, :]
-    return table[y + h, x + w] - table[y, x + w] - table[y + h, x] + table[y, x]
 
 
 def _asinh_grey(image: np.ndarray) -> np.ndarray:

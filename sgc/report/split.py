@@ -6,7 +6,7 @@ What is counted, so that the splits' distributions can be compared:
   ``n_ignore``): the pixels the model is shown, so a pixel in two overlapping patches (stride below the
   patch size) counts twice.
 - **Objects** are catalogue objects (any file :func:`~sgc.sdss.catalogs.read_catalog` reads), placed on
-  each field's grid by :func:`~sgc.cube.stats.locate_objects` (rounded pixel position, on a valid pixel)
+  each field's grid by :func:`~sgc.cube.objects.locate_objects` (rounded pixel position, on a valid pixel)
   and counted for a split when one of its patches covers that pixel: once per split and field however
   many patches overlap there, and once for each stored field where fields overlap. The catalogue, not
   connected components of the labels, because the labels were painted from it, neighbouring objects'
@@ -25,29 +25,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from sgc.atomic import atomic_write
-from sgc.cube.stats import locate_objects
-from sgc.cube.store import StoreError, field_names, open_store
-from sgc.patches.plan import coverage
+from sgc.classes import GALAXY, IGNORE, LABEL_VALUES, STAR
+from sgc.cube.objects import locate_objects
+from sgc.cube.store import EXCLUDE, IMAGE, LABEL, VALID, CubeStore
 from sgc.patches.planfile import SPLITS, PatchPlan
 from sgc.report.cube_figures import irg_composite
 from sgc.report.png import save_png
+from sgc.report.style import CLASS_COLOURS, DPI, SPLIT_COLOURS
 from sgc.sdss.catalogs import read_catalogs
 from sgc.sdss.names import BANDS, FieldId
+from sgc.windows import coverage
 
-CLASSES = ("sky", "star", "galaxy", "ignore")
-SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:green", "test": "tab:red"}
-# Label map colours: sky, star, galaxy, ignore (label values 0, 1, 2, 255).
-LABEL_COLOURS = ("#101028", "tab:cyan", "tab:orange", "0.6")
+CLASSES = tuple(LABEL_VALUES)
 EXCLUDED_RGBA = (0.6, 0.1, 0.75, 0.45)  # purple: red is the test split's colour
 INVALID_RGBA = (1.0, 0.85, 0.0, 0.7)
-DPI = 100
 PATCH_FIGURE_SIZE = (10.0, 5.4)
 # Field figures are this wide, and as tall as the field's aspect needs plus room for titles and labels.
 FIELD_FIGURE_WIDTH = 12.0
@@ -176,7 +173,7 @@ def write_split_report(
     """
     out_dir = Path(out_dir)
     json_path, md_path = write_report(split_report(plan, store, catalogs), out_dir)
-    field = str(FieldId.parse(field)) if field else _figure_field(plan, open_store(store))
+    field = str(FieldId.parse(field)) if field else _figure_field(plan, CubeStore.open(store))
     return {
         "json": json_path,
         "markdown": md_path,
@@ -212,22 +209,22 @@ def patch_label_figure(store: str | Path, plan: PatchPlan, out: str | Path, row:
         ]
         row = int(pool[max(range(len(pool)), key=score.__getitem__)])
     patch = table[row]
-    group = open_store(store)
+    cube = CubeStore.open(store)
     slot, y0, x0, p = int(patch["field_index"]), int(patch["y0"]), int(patch["x0"]), plan.patch
     window = (slice(y0, y0 + p), slice(x0, x0 + p))
-    i, r, g = group["image"].oindex[slot, [BANDS.index(b) for b in "irg"], window[0], window[1]]
-    label = group["label"][slot, window[0], window[1]]
-    classes = np.select([label == 1, label == 2, label == 255], [1, 2, 3], 0)
+    i, r, g = cube[IMAGE].oindex[slot, [BANDS.index(b) for b in "irg"], window[0], window[1]]
+    label = cube[LABEL][slot, window[0], window[1]]
+    # Colour index of each pixel: the classes in the order of CLASSES.
+    classes = np.select([label == STAR, label == GALAXY, label == IGNORE], [1, 2, 3], 0)
+    colours = [CLASS_COLOURS[c] for c in CLASSES]
     fig = Figure(figsize=PATCH_FIGURE_SIZE, dpi=DPI, layout="constrained")
     left, right = fig.subplots(1, 2)
     extent = (x0 - 0.5, x0 + p - 0.5, y0 - 0.5, y0 + p - 0.5)
     left.imshow(irg_composite(i, r, g), origin="lower", extent=extent, interpolation="nearest")
     left.set(title="image (IRG composite)", xlabel="x (pixel)", ylabel="y (pixel)")
-    right.imshow(
-        classes, origin="lower", extent=extent, cmap=ListedColormap(LABEL_COLOURS), vmin=-0.5, vmax=3.5
-    )
+    right.imshow(classes, origin="lower", extent=extent, cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5)
     right.set(title="label", xlabel="x (pixel)")
-    handles = [Patch(color=c, label=n) for c, n in zip(LABEL_COLOURS, CLASSES, strict=True)]
+    handles = [Patch(color=CLASS_COLOURS[n], label=n) for n in CLASSES]
     right.legend(handles=handles, loc="upper right", framealpha=0.8)
     fig.suptitle(f"{patch['split']} patch of {patch['field']} at y0={y0}, x0={x0} ({p}x{p} px)")
     return save_png(fig, out)
@@ -242,13 +239,14 @@ def exclusion_figure(store: str | Path, field: str, out: str | Path) -> Path:
     Raises:
         StoreError: if the store does not hold the field.
     """
-    group = open_store(store)
-    slot, name = _slot(group, field)
-    exclude = group["exclude"][slot]
-    invalid = ~group["valid"][slot]
+    cube = CubeStore.open(store)
+    slot = cube.slot(field)
+    name = cube.fields[slot]
+    exclude = cube[EXCLUDE][slot]
+    invalid = ~cube[VALID][slot]
     fig = _field_figure(exclude.shape)
     ax = fig.subplots()
-    _show_i_band(ax, group, slot)
+    _show_i_band(ax, cube, slot)
     _overlay(ax, (exclude, EXCLUDED_RGBA), (invalid, INVALID_RGBA))
     handles = [
         Patch(color=EXCLUDED_RGBA, label=f"excluded: held-out sky ({exclude.mean():.1%})"),
@@ -268,13 +266,14 @@ def patch_grid_figure(store: str | Path, plan: PatchPlan, field: str, out: str |
     Raises:
         StoreError: if the store does not hold the field.
     """
-    group = open_store(store)
-    slot, name = _slot(group, field)
+    cube = CubeStore.open(store)
+    slot = cube.slot(field)
+    name = cube.fields[slot]
     rows = plan.table[plan.table["field"] == name]
-    exclude = group["exclude"][slot]
+    exclude = cube[EXCLUDE][slot]
     fig = _field_figure(exclude.shape)
     ax = fig.subplots()
-    _show_i_band(ax, group, slot)
+    _show_i_band(ax, cube, slot)
     _overlay(ax, (exclude, EXCLUDED_RGBA))
     p = plan.patch
     for patch in rows:
@@ -301,9 +300,10 @@ def _object_counts(
 ) -> dict[str, dict[str, int]]:
     """Catalogue stars and galaxies whose pixel a patch of the split covers, per split."""
     table = plan.table
-    located = locate_objects(store, read_catalogs(catalogs), list(plan.field_rows()))
+    cube = CubeStore.open(store)
+    located = locate_objects(cube, read_catalogs(catalogs), list(plan.field_rows()))
     by_field = {str(group["field"][0]): group for group in located.group_by("field").groups}
-    shape = tuple(int(n) for n in open_store(store)["valid"].shape[1:])
+    shape = cube.shape
     counts = {split: {"star": 0, "galaxy": 0} for split in SPLITS}
     for split in SPLITS:
         for field, rows in plan.field_rows((split,)).items():
@@ -319,21 +319,13 @@ def _object_counts(
     return counts
 
 
-def _figure_field(plan: PatchPlan, group: zarr.Group) -> str:
+def _figure_field(plan: PatchPlan, cube: CubeStore) -> str:
     """The first train or validation field with excluded pixels, else the plan's first field."""
-    names = field_names(group)
+    names = cube.fields
     for field in plan.field_rows(("train", "val")):
-        if group["exclude"][names.index(field)].any():
+        if cube[EXCLUDE][names.index(field)].any():
             return field
     return str(plan.table["field"][0])
-
-
-def _slot(group: zarr.Group, field: str) -> tuple[int, str]:
-    name = str(FieldId.parse(field))
-    names = field_names(group)
-    if name not in names:
-        raise StoreError(f"field {name} is not in this store")
-    return names.index(name), name
 
 
 def _field_figure(shape: tuple[int, int]) -> Figure:
@@ -341,9 +333,9 @@ def _field_figure(shape: tuple[int, int]) -> Figure:
     return Figure(figsize=(FIELD_FIGURE_WIDTH, height), dpi=DPI, layout="constrained")
 
 
-def _show_i_band(ax: Any, group: zarr.Group, slot: int) -> None:
+def _show_i_band(ax: Any, cube: CubeStore, slot: int) -> None:
     """The field's i band, asinh-stretched between z-scale limits, NaN on invalid pixels."""
-    image = np.where(group["valid"][slot], group["image"][slot, BANDS.index("i")], np.nan)
+    image = np.where(cube[VALID][slot], cube[IMAGE][slot, BANDS.index("i")], np.nan)
     finite = image[np.isfinite(image)]
     norm = ImageNormalize(finite, interval=ZScaleInterval(), stretch=AsinhStretch()) if finite.size else None
     ax.imshow(image, origin="lower", cmap="gray", norm=norm, interpolation="antialiased")

@@ -39,7 +39,7 @@ from astropy.table import Table, vstack
 
 from sgc.errors import InputFileError
 from sgc.sdss.fitsfile import open_hdul
-from sgc.sdss.names import BANDS, FieldId, FieldIdError
+from sgc.sdss.names import BANDS, PIXEL_SCALE_ARCSEC, FieldId, FieldIdError
 
 CatalogFormat = Literal["calibObj", "photoObj", "table"]
 CATALOG_FORMATS: tuple[str, ...] = ("calibObj", "photoObj", "table")
@@ -58,9 +58,8 @@ COLUMNS: tuple[str, ...] = (
     "rowc_r",
     "moment_fwhm_r",
 )
-# FWHM of a Gaussian in units of its sigma, and the photo pipeline's pixel scale (arcsec) for M_RR_CC.
+# FWHM of a Gaussian in units of its sigma.
 _GAUSS_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
-_PHOTO_PIXEL_SCALE = 0.396
 
 _R_INDEX = BANDS.index("r")
 # Sweep cut-outs keep the kind in their name after extra text (calibObj-004510-4-star-fields29-31.fits).
@@ -219,7 +218,7 @@ def _moment_fwhm_r(
     moment = _per_band(data, columns, "M_RR_CC", n, keep, path)[:, _R_INDEX].astype(np.float64)
     # M_RR_CC is <x^2 + y^2> in pixels^2, which is 2 sigma^2 for a Gaussian; -9999 means not measured.
     with np.errstate(invalid="ignore"):
-        fwhm = np.where(moment > 0, _GAUSS_FWHM * np.sqrt(moment / 2.0) * _PHOTO_PIXEL_SCALE, np.nan)
+        fwhm = np.where(moment > 0, _GAUSS_FWHM * np.sqrt(moment / 2.0) * PIXEL_SCALE_ARCSEC, np.nan)
     return fwhm.astype(np.float32)
 
 

@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from tqdm import tqdm
-
-from sgc import __version__
+from sgc import __version__, progress
 from sgc.errors import InputFileError
+from sgc.progress import format_size
 from sgc.sdss.fitsfile import open_hdul
 from sgc.sdss.names import BANDS, CATALOG_KINDS, DEFAULT_BASE_URL, FieldId, calibobj_path, join_url
 
@@ -102,7 +101,7 @@ class DownloadSummary:
         lines = [f"{'status':<12}{'files':>7}{'bytes':>12}"]
         for status in STATUSES:
             files = [r for r in self.results if r.status == status]
-            size = tqdm.format_sizeof(sum(r.bytes for r in files), "B")
+            size = format_size(sum(r.bytes for r in files))
             lines.append(f"{status:<12}{len(files):>7}{size:>12}")
         if self.failed:
             lines.append(f"failed files (below {self.out_dir}):")
@@ -166,7 +165,6 @@ def download(
     timeout: float = 30.0,
     backoff: float = 0.5,
     include_catalogs: bool = True,
-    progress: bool = True,
 ) -> DownloadSummary:
     """Download the frames (and calibObj catalogues) of ``fields`` into ``out_dir``, in the SAS layout.
 
@@ -179,7 +177,6 @@ def download(
         timeout: seconds to wait for a connection or for data before an attempt fails.
         backoff: first retry delay in seconds; it doubles with each retry (plus a little jitter).
         include_catalogs: also fetch the calibObj star and galaxy sweeps of each (run, camcol).
-        progress: show a progress bar on stderr.
 
     Returns:
         The summary; ``summary.ok`` is False if any file failed.
@@ -188,9 +185,7 @@ def download(
         ValueError: for an unsupported URL scheme, a bad field id or bad option values.
     """
     plan = plan_downloads(fields, base_url, out_dir, include_catalogs)
-    return fetch_files(
-        plan, out_dir, jobs=jobs, retries=retries, timeout=timeout, backoff=backoff, progress=progress
-    )
+    return fetch_files(plan, out_dir, jobs=jobs, retries=retries, timeout=timeout, backoff=backoff)
 
 
 def fetch_files(
@@ -201,14 +196,13 @@ def fetch_files(
     retries: int = 4,
     timeout: float = 30.0,
     backoff: float = 0.5,
-    progress: bool = True,
 ) -> DownloadSummary:
     """Fetch planned files in parallel, resuming, verifying and skipping complete ones.
 
     Args:
         plan: ``(url, dest)`` pairs, as from :func:`plan_downloads`; each dest must lie below ``out_dir``.
         out_dir: the only folder written to.
-        jobs, retries, timeout, backoff, progress: as for :func:`download`.
+        jobs, retries, timeout, backoff: as for :func:`download`.
 
     Returns:
         The summary, results in plan order.
@@ -227,15 +221,15 @@ def fetch_files(
     dests = [item.dest for item in checked]
     if len(set(dests)) != len(dests):
         raise ValueError("the download plan lists a destination twice")
-    results = _run_parallel(checked, _Options(retries, timeout, backoff), jobs, progress)
+    results = _run_parallel(checked, _Options(retries, timeout, backoff), jobs)
     return DownloadSummary(root, results)
 
 
-def _run_parallel(plan: list[PlannedFile], opts: _Options, jobs: int, progress: bool) -> list[FileResult]:
+def _run_parallel(plan: list[PlannedFile], opts: _Options, jobs: int) -> list[FileResult]:
     results: dict[int, FileResult] = {}
     total_bytes = failed = 0
     with (
-        tqdm(total=len(plan), unit="file", desc="download", disable=not progress) as bar,
+        progress.bar(total=len(plan), unit="file", desc="download") as bar,
         ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sgc-download") as pool,
     ):
         futures = {pool.submit(_fetch_one, item, opts): i for i, item in enumerate(plan)}
@@ -245,7 +239,7 @@ def _run_parallel(plan: list[PlannedFile], opts: _Options, jobs: int, progress: 
                 total_bytes += result.bytes
                 failed += result.status == "failed"
                 bar.update()
-                bar.set_postfix(size=tqdm.format_sizeof(total_bytes, "B"), failed=failed)
+                bar.set_postfix(size=format_size(total_bytes), failed=failed)
         except BaseException:
             # On Ctrl-C do not start the queued files; those in flight keep their .part for a later resume.
             pool.shutdown(wait=False, cancel_futures=True)

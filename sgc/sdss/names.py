@@ -15,6 +15,9 @@ from pathlib import PurePosixPath
 from typing import Literal
 
 BANDS: tuple[str, ...] = ("u", "g", "r", "i", "z")
+# The SDSS imaging camera's nominal pixel scale, arcsec: what the photo pipeline's pixel quantities are in.
+# Code that maps pixels to the sky reads the scale of the grid at hand from its WCS instead.
+PIXEL_SCALE_ARCSEC = 0.396
 RERUN = "301"
 DEFAULT_BASE_URL = "https://data.sdss.org/sas/dr17/eboss/"
 FRAMES_DIR = f"photoObj/frames/{RERUN}"

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sgc.sdss.names import BANDS
+from sgc.sdss.names import BANDS, PIXEL_SCALE_ARCSEC
 
-PIXEL_SCALE = 0.396  # arcsec per pixel, rows and columns
 FRAME_SHAPE: tuple[int, int] = (1489, 2048)  # rows, columns of an SDSS frame
-_PIXEL_DEG = PIXEL_SCALE / 3600.0
+_PIXEL_DEG = PIXEL_SCALE_ARCSEC / 3600.0
 OVERLAP_ROWS = 128  # rows shared by consecutive fields of a run
 NODE = 95.0  # deg, ascending node of every SDSS survey stripe
 DEFAULT_STRIPE = 70  # the test field 008162-6-0080 lies on stripe 70

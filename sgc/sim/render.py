@@ -24,9 +24,8 @@ import numba
 import numpy as np
 from astropy.wcs import WCS
 
-from sgc.sdss.names import BANDS
-from sgc.sdss.sim_geometry import PIXEL_SCALE
-from sgc.sdss.sim_sources import Sources, galaxy_components
+from sgc.sdss.names import BANDS, PIXEL_SCALE_ARCSEC
+from sgc.sim.sources import Sources, galaxy_components
 
 # Measured on the sample field 003918-3-0213.
 SKY_COUNTS = np.array([16.0, 54.2, 97.0, 130.1, 70.3])  # u..z, HDU2 ALLSKY median, counts/pixel
@@ -222,7 +221,9 @@ def _pixel_components(
     cov = inv_jac @ cov_sky @ inv_jac.T
     moment = np.zeros((len(sources), 2, 2))
     np.add.at(moment, owner, weight[:, None, None] * cov)
-    psf_var = (psf_sigmas(conditions.fwhm) / PIXEL_SCALE) ** 2 + 1.0 / 12.0  # + a pixel's box, as a Gaussian
+    psf_var = (
+        psf_sigmas(conditions.fwhm) / PIXEL_SCALE_ARCSEC
+    ) ** 2 + 1.0 / 12.0  # + a pixel's box, as a Gaussian
     eye = np.eye(2)
     parts_owner = [owner, owner, np.arange(len(sources))]
     parts_w = [weight * PSF_WEIGHTS[0], weight * PSF_WEIGHTS[1], np.full(len(sources), PSF_WEIGHTS[2])]

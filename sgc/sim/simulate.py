@@ -10,8 +10,8 @@ Frames have the real files' four HDUs (image in nanomaggies with its own TAN WCS
 grid, astrometry), the real header conventions, and pixels stored as SDSS stores them (floats kept to 10
 significant bits). Each band is rendered through its own WCS, several pixels off the others as in real
 frames, so aligning on the WCS is the right thing downstream. Consecutive fields overlap by 128 rows; a
-source there appears in both frames and once in the catalogue. See :mod:`sgc.sdss.sim_geometry`,
-:mod:`sgc.sdss.sim_sources` and :mod:`sgc.sdss.sim_render` for the models and where their numbers come from.
+source there appears in both frames and once in the catalogue. See :mod:`sgc.sim.geometry`,
+:mod:`sgc.sim.sources` and :mod:`sgc.sim.render` for the models and where their numbers come from.
 
 The same seed gives the same bytes: every random draw comes from a generator keyed by (seed, run, camcol,
 field[, band]), so fields render independently, in any order, in parallel. Nothing reads the clock.
@@ -23,9 +23,9 @@ import bz2
 import datetime as dt
 import gzip
 import io
+import json
 import os
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -35,10 +35,12 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from sgc import progress
 from sgc.atomic import atomic_write
+from sgc.config import SimulateConfig, config_digest, save_config
 from sgc.sdss.frames import FRAME_OFFSET
 from sgc.sdss.names import BANDS, RERUN, FieldId, calibobj_path
-from sgc.sdss.sim_geometry import (
+from sgc.sim.geometry import (
     DEFAULT_STRIPE,
     FRAME_SHAPE,
     NODE,
@@ -47,7 +49,7 @@ from sgc.sdss.sim_geometry import (
     draw_band_grids,
     gc_to_eq,
 )
-from sgc.sdss.sim_render import (
+from sgc.sim.render import (
     GAIN,
     MAX_STAMP_RADIUS,
     FrameConditions,
@@ -56,7 +58,7 @@ from sgc.sdss.sim_render import (
     render_band,
     run_conditions,
 )
-from sgc.sdss.sim_sources import (
+from sgc.sim.sources import (
     GALAXY_TYPE,
     STAR_TYPE,
     Sources,
@@ -64,6 +66,7 @@ from sgc.sdss.sim_sources import (
     segment_rng,
 )
 
+MARKER = ".sgc-simulate.json"  # written last into a simulated mirror: its settings and fields
 FIRST_RUN = 9001  # simulated runs are numbered above every real SDSS imaging run (the last is 8162)
 DEFAULT_CAMCOL = 3
 DEFAULT_START_FIELD = 11  # real runs start at field 11 or so
@@ -92,7 +95,7 @@ class SimRun:
         camcol: camera column (1-6).
         seed: the simulation's seed.
         stripe: SDSS survey stripe scanned (its great circle; 70 holds the test field 008162-6-0080,
-            whose sky simulated fields avoid, see :data:`sgc.sdss.sim_geometry.MU_ORIGIN`).
+            whose sky simulated fields avoid, see :data:`sgc.sim.geometry.MU_ORIGIN`).
         shape: (rows, columns) of each frame; smaller than SDSS's (1489, 2048) for fast tests.
     """
 
@@ -136,6 +139,37 @@ class SimRun:
         return sources.take((row > -reach) & (row < self.shape[0] + reach))
 
 
+def simulate_mirror(cfg: SimulateConfig, out_dir: str | Path) -> list[FieldId]:
+    """Simulate a SAS mirror into ``out_dir`` unless one made with the same settings is complete there.
+
+    A completion marker holding the settings' digest is written last, so a killed simulation is redone
+    and a finished one is not.
+
+    Returns:
+        The simulated fields.
+    """
+    out_dir = Path(out_dir)
+    done = mirror_fields(cfg, out_dir)
+    if done is not None:
+        return done
+    fields = simulate(out_dir, n_fields=cfg.fields, seed=cfg.seed, runs=cfg.runs)
+    save_config(cfg, out_dir, "simulate")
+    with atomic_write(out_dir / MARKER, "w", sync=False) as f:
+        f.write(json.dumps({"digest": config_digest(cfg), "fields": [str(f) for f in fields]}, indent=1))
+    return fields
+
+
+def mirror_fields(cfg: SimulateConfig, out_dir: str | Path) -> list[FieldId] | None:
+    """The fields of a complete mirror simulated with ``cfg`` in ``out_dir``; None where there is none."""
+    marker = Path(out_dir) / MARKER
+    if not marker.is_file():
+        return None
+    done = json.loads(marker.read_text())
+    if done.get("digest") != config_digest(cfg):
+        return None
+    return [FieldId.parse(f) for f in done["fields"]]
+
+
 def simulate(
     out_dir: str | Path,
     n_fields: int,
@@ -143,7 +177,6 @@ def simulate(
     runs: int = 1,
     camcol: int = DEFAULT_CAMCOL,
     start_field: int = DEFAULT_START_FIELD,
-    progress: bool = False,
     *,
     first_run: int = FIRST_RUN,
     shape: tuple[int, int] = FRAME_SHAPE,
@@ -158,7 +191,6 @@ def simulate(
         runs: number of runs; run ``k`` is numbered ``first_run + k`` and scans stripe ``70 + k``.
         camcol: camera column of every run.
         start_field: first field number of every run.
-        progress: show a progress bar over fields.
         first_run: number of the first run.
         shape: (rows, columns) of each frame.
         workers: threads rendering fields at once; None uses every core.
@@ -180,18 +212,10 @@ def simulate(
     tasks = [(sim_run, field) for sim_run, fields in plans for field in fields]
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         done = pool.map(lambda task: simulate_field(out_dir, *task), tasks)
-        written = list(_with_progress(done, len(tasks), progress))
+        written = list(progress.bar(done, total=len(tasks), desc="simulate", unit="field"))
     for sim_run, fields in plans:
         write_calibobj(out_dir, sim_run, fields)
     return written
-
-
-def _with_progress(items: Iterator[FieldId], total: int, enabled: bool) -> Iterator[FieldId]:
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, total=total, desc="simulate", unit="field")
 
 
 def simulate_field(out_dir: str | Path, sim_run: SimRun, field: int) -> FieldId:
@@ -320,7 +344,7 @@ def frame_header(sim_run: SimRun, field: int, band: str) -> fits.Header:
             ),
             ("NMGYIVAR", 0.15, "Calibration factor inverse variance"),
             ("RERUN", RERUN, "rerun"),
-            ("SGCSIM", True, "simulated by sgc.sdss.simulate, not SDSS data"),
+            ("SGCSIM", True, "simulated by sgc.sim.simulate, not SDSS data"),
             ("SGCSEED", sim_run.seed, "simulation seed"),
             ("SGCFWHM", round(fwhm, 4), "true PSF FWHM (arcsec)"),
             ("SGCSKYSG", round(sky_sigma, 5), "true sky noise (nanomaggy per pixel)"),

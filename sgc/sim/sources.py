@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sgc.sdss.sim_geometry import NODE, PIXEL_SCALE, ScanGeometry, gc_to_eq
+from sgc.sdss.names import PIXEL_SCALE_ARCSEC
+from sgc.sim.geometry import NODE, ScanGeometry, gc_to_eq
 
 # Amplitudes (summing to 1) and variances (in units of r_e^2) of circular Gaussians approximating the
 # SDSS exponential and de Vaucouleurs profiles of half-light radius r_e: the flux they enclose is within
@@ -132,7 +133,7 @@ def draw_segment(geometry: ScanGeometry, rng: np.random.Generator, field: int) -
     """
     rows, cols = geometry.shape
     width = cols + 2 * EDGE_MARGIN
-    area = geometry.step * width * (PIXEL_SCALE / 60.0) ** 2  # arcmin^2
+    area = geometry.step * width * (PIXEL_SCALE_ARCSEC / 60.0) ** 2  # arcmin^2
     n_star = rng.poisson(area * _density(*_STAR_COUNTS))
     n_gal = rng.poisson(area * _density(*_GALAXY_COUNTS))
     n = n_star + n_gal

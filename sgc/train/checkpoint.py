@@ -3,6 +3,10 @@
 A checkpoint is a dict of tensors, numbers, strings, dicts and lists: exactly what
 ``torch.load(..., weights_only=True)`` accepts, so loading one never runs code from the file. The RNG
 state of ``random``, NumPy and torch is turned into such plain values by :func:`rng_state`.
+
+Every checkpoint is self-contained for inference: beside the weights it carries an :class:`InferenceSpec`
+(the model's configuration, the band order, the class names, the per-band normalisation of the train
+pixels, the patch size and the sgc version), so :func:`load_model` needs neither the plan nor the store.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import pickle
 import random
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,12 @@ import numpy as np
 import torch
 
 from sgc.atomic import atomic_write
+from sgc.config import ModelConfig
 from sgc.errors import InputFileError
+from sgc.model.unet import UNet
+from sgc.patches.planfile import band_scaling
+
+INFERENCE_KEY = "inference"
 
 # torch wraps the unpickler's own complaint in advice this project must not follow (load unsafely).
 _REFUSAL = re.compile(r"WeightsUnpickler error: (.*?)(?:\.\s+Please|\n|$)")
@@ -65,6 +75,67 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict):
         raise InputFileError(path, f"checkpoint holds a {type(state).__name__}, expected a dict")
     return state
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """What applying a trained model to pixels needs, carried by every checkpoint.
+
+    Attributes:
+        model: the U-Net's configuration.
+        bands: the input bands, in the order of the model's input channels.
+        classes: the class names, in the order of its output channels.
+        normalisation: per band, ``median`` and ``robust_sigma`` of the train pixels: the input is
+            ``(x - median) / robust_sigma``.
+        patch: the patch edge it was trained on.
+        sgc_version: the sgc that trained it.
+    """
+
+    model: ModelConfig
+    bands: tuple[str, ...]
+    classes: tuple[str, ...]
+    normalisation: dict[str, dict[str, float]]
+    patch: int
+    sgc_version: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as plain values, as a checkpoint holds it."""
+        return {**asdict(self), "model": self.model.model_dump(mode="json")}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InferenceSpec:
+        """The spec from :meth:`to_json`'s values."""
+        return cls(
+            model=ModelConfig.model_validate(data["model"]),
+            bands=tuple(data["bands"]),
+            classes=tuple(data["classes"]),
+            normalisation={b: {k: float(v) for k, v in s.items()} for b, s in data["normalisation"].items()},
+            patch=int(data["patch"]),
+            sgc_version=str(data["sgc_version"]),
+        )
+
+    def scaling(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per band ``(scale, offset)`` with ``x * scale + offset = (x - median) / robust_sigma``."""
+        return band_scaling(self.normalisation, self.bands)
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[UNet, InferenceSpec]:
+    """The trained U-Net of a checkpoint, in eval mode, and what applying it needs.
+
+    Raises:
+        InputFileError: the file is not a checkpoint (see :func:`load_checkpoint`), or one without the
+            inference record or whose weights do not fit its model configuration.
+    """
+    checkpoint = load_checkpoint(path, map_location)
+    if INFERENCE_KEY not in checkpoint or "model" not in checkpoint:
+        raise InputFileError(path, "checkpoint holds no inference record (made by an older sgc: train again)")
+    try:
+        spec = InferenceSpec.from_json(checkpoint[INFERENCE_KEY])
+        model = UNet(spec.model, in_channels=len(spec.bands), classes=len(spec.classes))
+        model.load_state_dict(checkpoint["model"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise InputFileError(path, f"checkpoint's inference record or weights do not fit ({exc})") from exc
+    return model.to(map_location).eval(), spec
 
 
 def _load_failure_reason(exc: Exception) -> str:

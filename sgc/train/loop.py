@@ -18,6 +18,7 @@ order and augmentation of an epoch depend only on the seed and the epoch.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import shutil
 import time
@@ -31,22 +32,34 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
+from sgc import __version__, progress
 from sgc.atomic import atomic_write
-from sgc.config import TrainConfig
+from sgc.classes import CLASS_NAMES
+from sgc.config import TrainConfig, config_digest
+from sgc.cube.store import CubeStore
 from sgc.errors import SgcError
+from sgc.evaluate.metrics import ConfusionMatrix
 from sgc.model.losses import SegmentationLoss, build_loss
-from sgc.model.unet import build_model
+from sgc.model.unet import UNet
 from sgc.patches.planfile import COUNT_COLUMNS, PatchPlan, holds_objects, read_plan
-from sgc.patches.stream import PatchStream, StreamSettings, patch_loader
-from sgc.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sgc.patches.stream import PatchStream, patch_loader
+from sgc.train.checkpoint import (
+    INFERENCE_KEY,
+    InferenceSpec,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from sgc.train.distributed import DistInfo, all_reduce_sum, amp_dtype, cleanup, setup
-from sgc.train.metrics import CLASS_NAMES, ConfusionMatrix, MetricsLog
+from sgc.train.log import MetricsLog
+
+log = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 class TrainError(SgcError):
@@ -76,10 +89,10 @@ class TrainResult:
     def format(self) -> str:
         """A line for the terminal."""
         if self.best_epoch < 0:
-            return f"train: {self.run_dir}: {self.epochs} epochs, nothing scored"
+            return f"{self.run_dir}: {self.epochs} epochs, nothing scored"
         how = "stopped early" if self.stopped_early else "done"
         return (
-            f"train: {self.run_dir}: {self.epochs} epochs ({how}); best validation F1 (star, galaxy) "
+            f"{self.run_dir}: {self.epochs} epochs ({how}); best validation F1 (star, galaxy) "
             f"{self.best_score:.3f} at epoch {self.best_epoch} -> {self.run_dir / BEST}"
         )
 
@@ -101,7 +114,6 @@ def train(
     run_dir: str | Path,
     cfg: TrainConfig,
     resume: bool = False,
-    progress: bool = True,
 ) -> TrainResult:
     """Train a U-Net on a plan's train patches, validating on its validation patches.
 
@@ -113,7 +125,6 @@ def train(
         run_dir: where checkpoints, ``metrics.csv`` and TensorBoard events go.
         cfg: the training settings.
         resume: go on from ``run_dir/last.pt``; without it, a folder that already holds a run is refused.
-        progress: show a progress bar (rank 0).
 
     Raises:
         TrainError: a run already in ``run_dir`` (without ``resume``), a checkpoint of other settings,
@@ -121,7 +132,7 @@ def train(
     """
     info = setup(cfg.device)
     try:
-        return _Trainer(store, plan, Path(run_dir), cfg, info, progress).run(resume)
+        return _Trainer(store, plan, Path(run_dir), cfg, info).run(resume)
     finally:
         cleanup()
 
@@ -171,8 +182,13 @@ def evaluate(
             sums[1] += len(label)
             matrix.update(logits.argmax(1), label)
     all_reduce_sum(sums)
-    matrix.reduce_()
+    all_reduce_sum(matrix.counts)
     return float(sums[0] / sums[1]) if sums[1] else math.nan, matrix
+
+
+def plan_digest(plan: PatchPlan) -> str:
+    """A short hash of a plan's settings, split, counts and normalisation: what a run was trained on."""
+    return config_digest(plan.attrs())
 
 
 def label_counts(plan: PatchPlan, split: str = "train", oversample: int = 1) -> np.ndarray:
@@ -192,28 +208,20 @@ class _Trainer:
         run_dir: Path,
         cfg: TrainConfig,
         info: DistInfo,
-        progress: bool,
     ) -> None:
-        self.cfg, self.info, self.run_dir, self.progress = cfg, info, run_dir, progress
+        self.cfg, self.info, self.run_dir = cfg, info, run_dir
         self.plan = read_plan(plan)
         if len(self.plan.rows("train")) == 0:
             raise TrainError(f"{plan}: the plan has no train patches")
         self.store, self.plan_path = str(store), str(plan)
         loader = cfg.loader
-        settings = StreamSettings(
-            batch_size=loader.batch_size,
-            shuffle=True,
-            seed=cfg.seed,
-            augment=loader.augment,
-            noise=loader.noise,
-            gain_jitter=loader.gain_jitter,
-            oversample=loader.oversample,
-            buffer_blocks=loader.buffer_blocks,
-        )
         rank, world = info.rank, info.world_size
-        self.train_stream = PatchStream(store, self.plan, "train", settings, rank, world)
-        val_settings = StreamSettings(batch_size=loader.batch_size, shuffle=False, seed=cfg.seed)
-        self.val_stream = PatchStream(store, self.plan, "val", val_settings, rank, world)
+        self.train_stream = PatchStream(
+            store, self.plan, "train", loader, seed=cfg.seed, shuffle=True, rank=rank, world_size=world
+        )
+        self.val_stream = PatchStream(
+            store, self.plan, "val", loader.plain(), seed=cfg.seed, shuffle=False, rank=rank, world_size=world
+        )
         pin = info.device.type == "cuda"
         self.train_loader = patch_loader(self.train_stream, loader.workers, pin)
         self.val_loader = patch_loader(self.val_stream, loader.workers, pin)
@@ -221,7 +229,7 @@ class _Trainer:
         if cfg.max_steps:
             self.steps = min(self.steps, cfg.max_steps)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP checks)
-        self.model = build_model(cfg.model).to(info.device)
+        self.model = UNet(cfg.model).to(info.device)
         self.net: nn.Module = self.model
         if info.distributed:
             device_ids = [info.device.index] if info.device.type == "cuda" else None
@@ -233,6 +241,17 @@ class _Trainer:
         self.amp = amp_dtype(info.device, cfg.amp)
         self.log = MetricsLog(run_dir, enabled=info.is_main)
         self.state = _State()
+        self.spec = InferenceSpec(
+            model=cfg.model,
+            bands=tuple(CubeStore.open(store).bands),
+            classes=CLASS_NAMES,
+            normalisation={
+                band: {key: float(stats[key]) for key in ("median", "robust_sigma")}
+                for band, stats in self.plan.normalisation.items()
+            },
+            patch=self.plan.patch,
+            sgc_version=__version__,
+        )
 
     def run(self, resume: bool) -> TrainResult:
         last = self.run_dir / LAST
@@ -264,9 +283,7 @@ class _Trainer:
         start = time.perf_counter()
         self.train_stream.set_epoch(epoch)
         losses = torch.zeros(2, dtype=torch.float64)
-        # disable=None: no bar when output is not a terminal (a log file gets the metrics rows instead).
-        shown = self.progress and self.info.is_main
-        bar = tqdm(total=self.steps, desc=f"epoch {epoch}", disable=None if shown else True, leave=False)
+        bar = progress.bar(total=self.steps, desc=f"epoch {epoch}", leave=False, shown=self.info.is_main)
         for batch in itertools.islice(self.train_loader, self.steps):
             loss = train_step(
                 self.net,
@@ -315,8 +332,8 @@ class _Trainer:
         if self.cfg.patience and state.stale >= self.cfg.patience:
             state.finished = True
         self.log.write(epoch, row)
-        if self.progress and self.info.is_main:
-            tqdm.write(_summary(epoch, row))
+        if self.info.is_main:
+            log.info(_summary(epoch, row))
         self._save(self.run_dir / LAST)
         if improved and self.info.is_main:
             _copy_atomic(self.run_dir / LAST, self.run_dir / BEST)
@@ -334,8 +351,10 @@ class _Trainer:
                 "rng": rng_state(),
                 "state": vars(self.state).copy(),
                 "config": self.cfg.model_dump(mode="json"),
+                INFERENCE_KEY: self.spec.to_json(),
                 "store": self.store,
                 "plan": self.plan_path,
+                "plan_digest": plan_digest(self.plan),
                 "world_size": self.info.world_size,
             },
         )
@@ -348,6 +367,11 @@ class _Trainer:
         if differing:
             raise TrainError(
                 f"{path}: saved with other settings ({', '.join(differing)}); train into another folder"
+            )
+        if checkpoint.get("plan_digest") != plan_digest(self.plan):
+            raise TrainError(
+                f"{path}: trained on another patch plan than {self.plan_path} (or by an older sgc); "
+                "train into another folder"
             )
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])

@@ -18,12 +18,13 @@ import xarray as xr
 import zarr
 from astropy.io import fits
 
-from sgc.config import IngestConfig
+from sgc.compute import Compute
+from sgc.config import ComputeConfig, IngestConfig
 from sgc.cube.ingest import IngestError, ingest
-from sgc.cube.store import done_fields, open_store
+from sgc.cube.store import CubeStore
 from sgc.sdss.discover import find_raw
 from sgc.sdss.frames import frame_wcs, read_frame
-from sgc.sdss.simulate import simulate
+from sgc.sim.simulate import simulate
 
 SHAPE = (300, 400)
 
@@ -37,7 +38,11 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(**kw: object) -> IngestConfig:
-    return IngestConfig(workers=1, chunk=128, **kw)
+    return IngestConfig(chunk=128, **kw)
+
+
+def done_fields(store: Path) -> list[str]:
+    return CubeStore.open(store).done_fields()
 
 
 def _arrays(store: Path) -> dict[str, np.ndarray]:
@@ -53,10 +58,10 @@ def _assert_same_stores(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference_store(raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference_store(raw: Path, tmp_path_factory: pytest.TempPathFactory, compute: Compute) -> Path:
     """An uninterrupted ingest of all six fields, the baseline every other run must equal."""
     store = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    summary = ingest(raw, store, _cfg(), progress=False)
+    summary = ingest(raw, store, _cfg(), compute)
     assert summary.ok, summary.format()
     return store
 
@@ -76,7 +81,7 @@ def test_store_holds_every_field_aligned_on_its_i_grid(raw: Path, reference_stor
         i_frame = read_frame(next(raw.rglob(f"frame-i-{field}.fits.bz2")))
         ra, dec = i_frame.wcs.pixel_to_world_values(100.0, 50.0)
         np.testing.assert_allclose(stored.world_to_pixel_values(ra, dec), (100.0, 50.0), atol=1e-6)
-    assert sorted(open_store(reference_store).attrs["fields_done"]) == fields
+    assert sorted(CubeStore.open(reference_store).attrs["fields_done"]) == fields
     record = json.loads(str(ds.source.values[0]))
     r_path = next(raw.rglob(f"frame-r-{ds.field.values[0]}.fits.bz2"))
     assert record["files"]["r"] == {
@@ -87,20 +92,20 @@ def test_store_holds_every_field_aligned_on_its_i_grid(raw: Path, reference_stor
     assert set(record["align"]) >= {"u", "g", "r", "z"}
 
 
-def test_rerun_does_nothing(raw: Path, reference_store: Path, tmp_path: Path) -> None:
+def test_rerun_does_nothing(raw: Path, reference_store: Path, tmp_path: Path, compute: Compute) -> None:
     store = tmp_path / "s.zarr"
     shutil.copytree(reference_store, store)
-    summary = ingest(raw, store, _cfg(), progress=False)
+    summary = ingest(raw, store, _cfg(), compute)
     assert [r.status for r in summary.results] == ["skipped"] * 6
     _assert_same_stores(store, reference_store)
 
 
-def test_new_fields_are_appended(raw: Path, reference_store: Path, tmp_path: Path) -> None:
+def test_new_fields_are_appended(raw: Path, reference_store: Path, tmp_path: Path, compute: Compute) -> None:
     store = tmp_path / "s.zarr"
     fields = sorted(str(f) for f in find_raw(raw).complete)
-    first = ingest(raw, store, _cfg(fields=fields[:2]), progress=False)
+    first = ingest(raw, store, _cfg(fields=fields[:2]), compute)
     assert [r.status for r in first.results] == ["stored"] * 2
-    second = ingest(raw, store, _cfg(), progress=False)
+    second = ingest(raw, store, _cfg(), compute)
     assert sorted(r.status for r in second.results) == ["skipped"] * 2 + ["stored"] * 4
     _assert_same_stores(store, reference_store)
 
@@ -111,8 +116,11 @@ def test_runs_on_a_distributed_scheduler_with_two_worker_processes(
     from dask.distributed import Client, LocalCluster
 
     store = tmp_path / "s.zarr"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        summary = ingest(raw, store, _cfg(scheduler=cluster.scheduler_address), progress=False)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Compute(ComputeConfig(scheduler=cluster.scheduler_address)) as remote,
+    ):
+        summary = ingest(raw, store, _cfg(), remote)
         with Client(cluster) as client:
             assert len(client.scheduler_info()["workers"]) == 2
     assert summary.ok, summary.format()
@@ -121,7 +129,7 @@ def test_runs_on_a_distributed_scheduler_with_two_worker_processes(
 
 @pytest.mark.slow
 def test_sigkill_half_way_then_rerun_gives_the_uninterrupted_store(
-    raw: Path, reference_store: Path, tmp_path: Path
+    raw: Path, reference_store: Path, tmp_path: Path, compute: Compute
 ) -> None:
     store = tmp_path / "s.zarr"
     cmd = [
@@ -143,7 +151,7 @@ def test_sigkill_half_way_then_rerun_gives_the_uninterrupted_store(
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
         try:
-            done = done_fields(open_store(store))
+            done = done_fields(store)
         except Exception:  # the store is being created
             continue
         if len(done) >= 2:
@@ -151,8 +159,8 @@ def test_sigkill_half_way_then_rerun_gives_the_uninterrupted_store(
     assert proc.poll() is None, f"ingest finished before it could be killed: {proc.stdout.read()!r}"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 2 <= len(done_fields(open_store(store))) < 6
-    summary = ingest(raw, store, _cfg(), progress=False)
+    assert 2 <= len(done_fields(store)) < 6
+    summary = ingest(raw, store, _cfg(), compute)
     assert summary.ok, summary.format()
     _assert_same_stores(store, reference_store)
 
@@ -162,7 +170,9 @@ def _copy_raw(raw: Path, dest: Path) -> Path:
     return dest
 
 
-def test_bad_fields_are_named_and_skipped_and_the_rest_stored(raw: Path, tmp_path: Path) -> None:
+def test_bad_fields_are_named_and_skipped_and_the_rest_stored(
+    raw: Path, tmp_path: Path, compute: Compute
+) -> None:
     bad = _copy_raw(raw, tmp_path / "raw")
     fields = sorted(find_raw(bad).complete)
     missing, corrupt, resized = fields[0], fields[1], fields[2]
@@ -177,13 +187,13 @@ def test_bad_fields_are_named_and_skipped_and_the_rest_stored(raw: Path, tmp_pat
     shutil.move(tmp_path / "small.fits", resized_path.with_suffix(""))
 
     store = tmp_path / "s.zarr"
-    summary = ingest(bad, store, _cfg(), progress=False)
+    summary = ingest(bad, store, _cfg(), compute)
     text = summary.format()
     assert not summary.ok
     assert f"{missing}: missing band(s) g" in text
     assert f"frame-r-{corrupt}.fits.bz2: bzip2 stream is truncated" in text
     assert f"frames of field {resized} differ in size" in text
-    assert sorted(done_fields(open_store(store))) == [str(f) for f in fields[3:]]
+    assert sorted(done_fields(store)) == [str(f) for f in fields[3:]]
 
     from typer.testing import CliRunner
 
@@ -191,23 +201,25 @@ def test_bad_fields_are_named_and_skipped_and_the_rest_stored(raw: Path, tmp_pat
 
     result = CliRunner().invoke(app, ["ingest", str(bad), str(tmp_path / "t.zarr"), "--workers", "1", "-q"])
     assert result.exit_code == 1
-    assert "3 field(s) skipped" in result.output
+    assert "2 failed, 1 with bands missing" in result.output
     with pytest.raises(IngestError, match="missing band"):
-        ingest(bad, tmp_path / "u.zarr", _cfg(strict=True), progress=False)
+        ingest(bad, tmp_path / "u.zarr", _cfg(strict=True), compute)
 
 
-def test_nothing_to_ingest_is_a_clear_error(tmp_path: Path) -> None:
+def test_nothing_to_ingest_is_a_clear_error(tmp_path: Path, compute: Compute) -> None:
     with pytest.raises(IngestError, match="no SDSS frames"):
-        ingest(tmp_path, tmp_path / "s.zarr", _cfg(), progress=False)
+        ingest(tmp_path, tmp_path / "s.zarr", _cfg(), compute)
 
 
-def test_real_sample_ingests_and_meets_the_alignment_targets(sdss_dir: Path, tmp_path: Path) -> None:
+def test_real_sample_ingests_and_meets_the_alignment_targets(
+    sdss_dir: Path, tmp_path: Path, compute: Compute
+) -> None:
     from sgc.cube.quality import catalog_stars, star_offsets
     from sgc.sdss.catalogs import read_catalog
 
     field = sdss_dir / "003918-3-0213"
     store = tmp_path / "sample.zarr"
-    summary = ingest(field, store, _cfg(), progress=False)
+    summary = ingest(field, store, _cfg(), compute)
     assert summary.ok, summary.format()
     ds = xr.open_zarr(store, consolidated=False)
     assert ds.image.shape == (1, 5, 745, 2048)

@@ -4,7 +4,6 @@ catalogue counts per field against a direct count, and the real sample's counts.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 
 import dask
@@ -18,17 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sgc.cube.stats import (
-    PERCENTILES,
-    ROBUST_SIGMA_PER_MAD,
-    band_stats,
-    compute_stats,
-    locate_objects,
-    write_stats,
-)
-from sgc.cube.store import StoreLayout, allocate_fields, create_store, mark_undone, open_store, write_field
+from sgc.config import IngestConfig
+from sgc.cube.objects import locate_objects
+from sgc.cube.quantiles import PERCENTILES, ROBUST_SIGMA_PER_MAD, band_stats
+from sgc.cube.stats import compute_stats, write_stats
+from sgc.cube.store import CubeStore
 from sgc.sdss.frames import read_frame
 from sgc.sdss.names import BANDS
+from tests.stores import build_store
 
 SHAPE = (60, 80)
 FIELDS = ("000001-1-0011", "000001-1-0012", "000001-1-0013", "000001-1-0014")
@@ -45,17 +41,6 @@ def tan_header(shape: tuple[int, int], ra: float = 150.0, dec: float = 2.0) -> f
     header = wcs.to_header()
     header["NAXIS"], header["NAXIS1"], header["NAXIS2"] = 2, shape[1], shape[0]
     return header
-
-
-def build_store(
-    path: Path, fields: Mapping[str, tuple[np.ndarray, np.ndarray, str]], layout: StoreLayout
-) -> Path:
-    """A store holding each field's ``(image, valid, wcs header text)``, all done."""
-    group = create_store(path, layout)
-    slots = allocate_fields(group, list(fields))
-    for name, (image, valid, header) in fields.items():
-        write_field(path, slots[name], image, valid, header, {"field": name})
-    return path
 
 
 def _synthetic_field(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -75,14 +60,14 @@ def synthetic(tmp_path: Path) -> tuple[Path, list[tuple[np.ndarray, np.ndarray]]
     rng = np.random.default_rng(7)
     data = {name: _synthetic_field(rng) for name in FIELDS[:3]}
     header = tan_header(SHAPE).tostring()
-    path = build_store(
-        tmp_path / "s.zarr",
+    path = tmp_path / "s.zarr"
+    build_store(
+        path,
         {name: (image, valid, header) for name, (image, valid) in data.items()},
-        StoreLayout(shape=SHAPE, chunk=32),
     )
-    group = open_store(path, mode="r+")
-    allocate_fields(group, [FIELDS[3]])
-    mark_undone(group, 1)
+    cube = CubeStore.open(path, mode="r+")
+    cube.allocate([FIELDS[3]])
+    cube.mark_undone(1)
     return path, [data[FIELDS[0]], data[FIELDS[2]]]
 
 
@@ -159,7 +144,7 @@ def test_order_statistics_are_exact_on_any_floats(pixels: np.ndarray) -> None:
 
 def test_a_store_without_done_fields_has_empty_statistics(tmp_path: Path) -> None:
     path = tmp_path / "empty.zarr"
-    allocate_fields(create_store(path, StoreLayout(shape=SHAPE, chunk=32)), [FIELDS[0]])
+    CubeStore.create(path, SHAPE, IngestConfig(chunk=32)).allocate([FIELDS[0]])
     stats = compute_stats(path)
     assert stats["done"] == 0 and stats["fields"] == {}
     assert stats["bands"]["r"]["count"] == 0 and stats["bands"]["r"]["median"] is None
@@ -193,7 +178,7 @@ def test_catalogue_counts_per_field_match_a_direct_count(tmp_path: Path) -> None
         name: (np.zeros((5, *SHAPE), np.float32), valid, header.tostring())
         for name, valid, header in zip(FIELDS[:2], valids, headers, strict=True)
     }
-    path = build_store(tmp_path / "s.zarr", fields, StoreLayout(shape=SHAPE, chunk=32))
+    path = build_store(tmp_path / "s.zarr", fields).path
     # Objects over both fields and around them, plus one on the far side of the sky.
     x = rng.uniform(-10, 190, 400)
     y = rng.uniform(-10, 70, 400)
@@ -209,7 +194,7 @@ def test_catalogue_counts_per_field_match_a_direct_count(tmp_path: Path) -> None
         "galaxies": int((~star).sum()),
     }
     table = Table({"ra": ra, "dec": dec, "class": np.where(star, "star", "galaxy")})
-    located = locate_objects(path, table)
+    located = locate_objects(CubeStore.open(path), table)
     for name, valid, header in zip(FIELDS[:2], valids, headers, strict=True):
         px, py = WCS(header).world_to_pixel_values(ra, dec)
         # The far-side object does not project (NaN): off the grid.
@@ -225,7 +210,7 @@ def test_catalogue_counts_per_field_match_a_direct_count(tmp_path: Path) -> None
         assert sorted(zip(mine["x"], mine["y"], strict=True)) == sorted(
             zip(ix[inside], iy[inside], strict=True)
         )
-    second = locate_objects(path, table, ["1-1-12"])
+    second = locate_objects(CubeStore.open(path), table, ["1-1-12"])
     assert set(second["field"]) == {FIELDS[1]} and len(second) == (located["field"] == FIELDS[1]).sum()
 
 
@@ -235,7 +220,7 @@ def _real_store(path: Path, sample: Path, reference: str) -> Path:
     image = np.stack([frames[b].image for b in BANDS])
     valid = np.isfinite(image).all(axis=0)
     header = frames[reference].header.tostring()
-    return build_store(path, {"003918-3-0213": (image, valid, header)}, StoreLayout(shape=valid.shape))
+    return build_store(path, {"003918-3-0213": (image, valid, header)}, chunk=256).path
 
 
 @pytest.mark.real

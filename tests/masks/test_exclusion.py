@@ -13,9 +13,10 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sgc.config import IngestConfig
+from sgc.compute import Compute
+from sgc.config import ExcludeConfig, IngestConfig
 from sgc.cube.ingest import ingest
-from sgc.cube.store import ensure_pixel_array, field_names, open_store
+from sgc.cube.store import CubeStore
 from sgc.errors import InputFileError
 from sgc.masks.exclusion import exclude_store, exclusion_mask
 from sgc.masks.footprint import (
@@ -29,8 +30,8 @@ from sgc.masks.footprint import (
 )
 from sgc.sdss.frames import frame_wcs, read_frame_header
 from sgc.sdss.names import BANDS
-from sgc.sdss.sim_geometry import OVERLAP_ROWS, ScanGeometry
-from sgc.sdss.simulate import SimRun, frame_header, simulate
+from sgc.sim.geometry import OVERLAP_ROWS, ScanGeometry
+from sgc.sim.simulate import SimRun, frame_header, simulate
 
 SHAPE = (300, 400)
 SEED = 5
@@ -46,9 +47,9 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ingested(raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ingested(raw: Path, tmp_path_factory: pytest.TempPathFactory, compute: Compute) -> Path:
     store = tmp_path_factory.mktemp("store") / "s.zarr"
-    summary = ingest(raw, store, IngestConfig(workers=1, chunk=128, align_method="wcs"), progress=False)
+    summary = ingest(raw, store, IngestConfig(chunk=128, align_method="wcs"), compute)
     assert summary.ok, summary.format()
     return store
 
@@ -62,8 +63,8 @@ def store(ingested: Path, tmp_path: Path) -> Path:
 
 
 def _exclude(store: Path) -> dict[str, np.ndarray]:
-    group = open_store(store)
-    return dict(zip(field_names(group), group["exclude"][:], strict=True))
+    cube = CubeStore.open(store)
+    return dict(zip(cube.fields, cube["exclude"][:], strict=True))
 
 
 def test_simulated_neighbours_overlap_by_128_rows_at_any_frame_size() -> None:
@@ -79,7 +80,7 @@ def test_holding_out_a_field_excludes_exactly_the_overlapping_rows_of_its_neighb
 ) -> None:
     # The i band alone: the stored grids are i frames, so the held-out field's rectangle lands on its
     # neighbours' grids exactly on the 128 shared rows, across all columns.
-    summary = exclude_store(store, ["9001-3-12"], [raw], 0.0, bands=["i"], workers=1)
+    summary = exclude_store(store, ["9001-3-12"], [raw], ExcludeConfig(margin_arcsec=0.0), bands=["i"])
     masks = _exclude(store)
     before, held, after = masks["009001-3-0011"], masks["009001-3-0012"], masks["009001-3-0013"]
     expected = np.zeros(SHAPE, dtype=bool)
@@ -116,7 +117,7 @@ def test_five_band_footprint_adds_the_band_offsets_to_the_overlap(raw: Path, sto
     # the sky ~11 rows after r, i ~3), and not quite across all columns there (the bands' column offsets).
     # Compared with the simulator's exact geometry, pixels within 0.05 px of the boundary aside: the TAN
     # WCS of the frames follow the scan to 0.006 px.
-    exclude_store(store, ["9001-3-12"], [raw], 0.0, workers=1)
+    exclude_store(store, ["9001-3-12"], [raw], ExcludeConfig(margin_arcsec=0.0))
     masks = _exclude(store)
     geometry = SimRun(seed=SEED, shape=SHAPE).geometry
     for grid_field in (11, 12, 13):
@@ -139,7 +140,7 @@ def test_margin_grows_the_excluded_rows_by_the_margin_in_pixels(raw: Path, store
     margin_px = margin / (np.mean(proj_plane_pixel_scales(frame_wcs(header))) * 3600)
     grow = int(np.floor(margin_px + 0.5))  # pixel centres within margin_px of the edge, which is at -0.5
     assert grow == 25 and abs(margin_px + 0.5 - round(margin_px + 0.5)) > 0.01
-    exclude_store(store, ["9001-3-12"], [raw], margin, bands=["i"], workers=1)
+    exclude_store(store, ["9001-3-12"], [raw], ExcludeConfig(margin_arcsec=margin), bands=["i"])
     masks = _exclude(store)
     assert np.array_equal(
         np.flatnonzero(masks["009001-3-0011"].all(axis=1)), np.arange(STEP - grow, SHAPE[0])
@@ -149,17 +150,17 @@ def test_margin_grows_the_excluded_rows_by_the_margin_in_pixels(raw: Path, store
 
 
 def test_settings_are_recorded_and_a_rerun_computes_only_what_is_new(raw: Path, store: Path) -> None:
-    first = exclude_store(store, ["9001-3-12"], [raw], 0.0, workers=1)
-    attrs = dict(open_store(store)["exclude"].attrs)
+    first = exclude_store(store, ["9001-3-12"], [raw], ExcludeConfig(margin_arcsec=0.0))
+    attrs = CubeStore.open(store).record("exclude")
     assert attrs["held_out"] == ["009001-3-0012"] and attrs["margin_arcsec"] == 0.0
     assert attrs["bands"] == list(BANDS) and attrs["fields"] == sorted(first.excluded)
     assert attrs["footprints"]["009001-3-0012"]["bands"] == list(BANDS)
     assert "frame-g-009001-3-0012.fits.bz2" in attrs["footprints"]["009001-3-0012"]["source"]
     assert attrs["excluded_pixels"] == first.excluded
     before = _exclude(store)
-    again = exclude_store(store, ["9001-3-12"], [raw], 0.0, workers=1)
+    again = exclude_store(store, ["9001-3-12"], [raw], ExcludeConfig(margin_arcsec=0.0))
     assert again.excluded == {} and sorted(again.skipped) == sorted(first.excluded)
-    changed = exclude_store(store, ["9001-3-11"], [raw], 0.0, bands=["i"], workers=1)
+    changed = exclude_store(store, ["9001-3-11"], [raw], ExcludeConfig(margin_arcsec=0.0), bands=["i"])
     assert sorted(changed.excluded) == sorted(first.excluded) and changed.skipped == []
     masks = _exclude(store)
     assert masks["009001-3-0011"].all() and not masks["009001-3-0013"].any()
@@ -169,15 +170,15 @@ def test_settings_are_recorded_and_a_rerun_computes_only_what_is_new(raw: Path, 
 def test_values_of_a_run_that_never_recorded_its_settings_are_not_trusted(raw: Path, store: Path) -> None:
     # As if a run with other settings was killed after writing field 13 and before recording anything:
     # field 13 is far from field 11, so nothing would overwrite it.
-    group = open_store(store, mode="r+")
-    ensure_pixel_array(group, "exclude", bool, False)[field_names(group).index("009001-3-0013")] = True
-    exclude_store(store, ["9001-3-11"], [raw], 0.0, bands=["i"], workers=1)
+    cube = CubeStore.open(store, mode="r+")
+    cube.pixel_array("exclude", bool, False)[cube.slot("009001-3-0013")] = True
+    exclude_store(store, ["9001-3-11"], [raw], ExcludeConfig(margin_arcsec=0.0), bands=["i"])
     assert not _exclude(store)["009001-3-0013"].any()
 
 
 def test_footprint_falls_back_on_the_stored_grid(store: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="sgc.masks.footprint"):
-        summary = exclude_store(store, ["9001-3-12"], [], 0.0, workers=1)
+        summary = exclude_store(store, ["9001-3-12"], [], ExcludeConfig(margin_arcsec=0.0))
     assert "stored i-band grid only" in caplog.text
     assert "stored i-band header" in summary.footprints["009001-3-0012"]
     expected = np.zeros(SHAPE, dtype=bool)
@@ -187,11 +188,11 @@ def test_footprint_falls_back_on_the_stored_grid(store: Path, caplog: pytest.Log
 
 def test_missing_held_out_footprint_is_a_clear_error(raw: Path, store: Path, tmp_path: Path) -> None:
     with pytest.raises(FootprintError) as info:
-        exclude_store(store, ["9001-3-99"], [raw, tmp_path / "nowhere"], 10.0, workers=1)
+        exclude_store(store, ["9001-3-99"], [raw, tmp_path / "nowhere"], ExcludeConfig(margin_arcsec=10.0))
     message = str(info.value)
     assert "009001-3-0099" in message and str(raw.resolve()) in message
     assert "nowhere (does not exist)" in message and str(store) in message
-    assert "exclude" not in open_store(store)
+    assert "exclude" not in CubeStore.open(store)
 
 
 def _sim_header(field: int, band: str) -> fits.Header:
@@ -225,7 +226,7 @@ def test_runs_on_a_distributed_cluster(raw: Path, store: Path) -> None:
         LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster,
         Client(cluster),
     ):
-        summary = exclude_store(store, ["9001-3-12"], [raw], 0.0, bands=["i"])
+        summary = exclude_store(store, ["9001-3-12"], [raw], ExcludeConfig(margin_arcsec=0.0), bands=["i"])
     assert summary.excluded["009001-3-0011"] == 128 * 400
     assert _exclude(store)["009001-3-0013"][:OVERLAP_ROWS].all()
 

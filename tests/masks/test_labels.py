@@ -14,25 +14,27 @@ from astropy.table import Table
 from astropy.wcs.utils import proj_plane_pixel_scales
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from sgc.config import IngestConfig
+from sgc.classes import GALAXY, IGNORE, SKY, STAR
+from sgc.compute import Compute
+from sgc.config import IngestConfig, LabelConfig
 from sgc.cube.ingest import ingest
-from sgc.masks.labels import (
-    LabelError,
-    LabelSettings,
-    _buckets,
-    _paint_chunk,
-    find_catalogs,
-    label_store,
-    object_radii,
-)
-from sgc.masks.paint import GALAXY, IGNORE, SKY, STAR, paint_disks, paint_disks_numpy, paint_order
+from sgc.masks.labels import LabelError, _buckets, _paint_chunk, object_radii
+from sgc.masks.labels import label_store as _label_store
+from sgc.masks.paint import paint_disks, paint_disks_numpy, paint_order
 from sgc.sdss.catalogs import read_catalogs
+from sgc.sdss.discover import find_catalogs
 from sgc.sdss.frames import frame_wcs, read_frame_header
-from sgc.sdss.simulate import simulate
+from sgc.sim.simulate import simulate
 
 SHAPE = (300, 400)
 CHUNK = 128
+
+
+def label_store(store: Path, sources: list[Path], settings: LabelConfig | None = None):  # noqa: ANN201
+    """Label a store from the catalogues found below ``sources``, with the default settings unless given."""
+    return _label_store(store, find_catalogs(sources), settings or LabelConfig())
 
 
 # ---- chunks and halos ------------------------------------------------------------------------------------
@@ -97,8 +99,8 @@ def test_a_field_painted_chunk_by_chunk_equals_it_painted_whole(
     ],
 )
 def test_settings_refuse_values_that_cannot_paint(bad: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
-        LabelSettings(**bad)
+    with pytest.raises(ValidationError):
+        LabelConfig(**bad)
 
 
 def test_radii_follow_psf_fwhm_and_moments_with_defaults_and_clamps() -> None:
@@ -112,42 +114,24 @@ def test_radii_follow_psf_fwhm_and_moments_with_defaults_and_clamps() -> None:
             "moment_fwhm_r": np.array([nan, nan, 2.0, 0.9, nan, nan], dtype=np.float32),
         }
     )
-    cfg = LabelSettings(star_radius_fwhm=1.5, galaxy_radius_fwhm=2.0, default_galaxy_radius_arcsec=1.6)
+    cfg = LabelConfig(star_radius_fwhm=1.5, galaxy_radius_fwhm=2.0, default_galaxy_radius_arcsec=1.6)
     radii = object_radii(table, 0.4, cfg)
     expected = [1.5 * 1.2, 1.5 * 1.4, 2.0 * 2.0, 1.5 * 1.2, max(1.6, 1.5 * 1.4), 1.5 * 1.4]
     np.testing.assert_allclose(radii, np.array(expected) / 0.4, rtol=1e-6)
-    clamped = object_radii(table, 0.4, LabelSettings(min_radius_px=6.0, max_radius_px=8.0))
+    clamped = object_radii(table, 0.4, LabelConfig(min_radius_px=6.0, max_radius_px=8.0))
     assert clamped.min() == 6.0 and clamped.max() <= 8.0
-
-
-def test_find_catalogs_searches_folders_and_names_missing_paths(tmp_path: Path) -> None:
-    for name in (
-        "calibObj-000001-1-star.fits.gz",
-        "catalog-000001-1-0001.fits",
-        "frame-r-000001-1-0001.fits",
-    ):
-        (tmp_path / "a" / name).parent.mkdir(exist_ok=True)
-        (tmp_path / "a" / name).write_bytes(b"")
-    found = find_catalogs([tmp_path / "a"])
-    assert [p.name for p in found] == ["calibObj-000001-1-star.fits.gz", "catalog-000001-1-0001.fits"]
-    with pytest.raises(LabelError, match="no such catalogue"):
-        find_catalogs([tmp_path / "nope"])
-    (tmp_path / "b").mkdir()
-    with pytest.raises(LabelError, match="no catalogue files"):
-        find_catalogs([tmp_path / "b"])
-    assert find_catalogs([found[0], tmp_path / "a"]) == found
 
 
 # ---- a simulated store -----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def sim(tmp_path_factory: pytest.TempPathFactory, compute: Compute) -> tuple[Path, Path]:
     """Three small simulated fields ingested (chunks of 128 on a 300x400 grid), and their raw folder."""
     raw = tmp_path_factory.mktemp("raw")
     simulate(raw, n_fields=3, seed=5, shape=SHAPE)
     store = tmp_path_factory.mktemp("store") / "s.zarr"
-    assert ingest(raw, store, IngestConfig(workers=1, chunk=CHUNK), progress=False).ok
+    assert ingest(raw, store, IngestConfig(chunk=CHUNK), compute).ok
     return raw, store
 
 
@@ -160,7 +144,7 @@ def sim_labelled(sim: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactor
     return labelled
 
 
-def _field_objects(group: zarr.Group, slot: int, table: Table, cfg: LabelSettings) -> tuple[np.ndarray, ...]:
+def _field_objects(group: zarr.Group, slot: int, table: Table, cfg: LabelConfig) -> tuple[np.ndarray, ...]:
     """Every catalogue object projected on a field, with its radius and class: the reference's inputs."""
     wcs = frame_wcs(fits.Header.fromstring(str(group["wcs"][slot])))
     x, y = wcs.world_to_pixel_values(np.asarray(table["ra"]), np.asarray(table["dec"]))
@@ -179,7 +163,7 @@ def test_simulated_labels_equal_the_whole_field_numpy_reference(
     assert label.dtype == np.uint8 and label.chunks == group["valid"].chunks
     assert label.metadata.dimension_names == ("field", "y", "x")
     table = read_catalogs(find_catalogs([raw]))
-    cfg = LabelSettings()
+    cfg = LabelConfig()
     for slot in range(label.shape[0]):
         y, x, radius, cls = _field_objects(group, slot, table, cfg)
         order = paint_order(radius, cls)
@@ -204,7 +188,7 @@ def test_simulated_objects_land_on_their_class_in_every_field_they_fall_on(
     from_neighbours = 0
     for slot, name in enumerate(names):
         label, valid = group["label"][slot], group["valid"][slot]
-        y, x, radius, cls = _field_objects(group, slot, table, LabelSettings())
+        y, x, radius, cls = _field_objects(group, slot, table, LabelConfig())
         row, col = np.floor(y + 0.5).astype(int), np.floor(x + 0.5).astype(int)
         on = (row >= 0) & (row < SHAPE[0]) & (col >= 0) & (col < SHAPE[1])
         assert counts[name] == {
@@ -237,7 +221,7 @@ def test_simulated_star_disks_take_their_size_from_the_catalogue_psf(
     group = zarr.open_group(sim_labelled, mode="r")
     table = read_catalogs(find_catalogs([raw]))
     assert np.isfinite(table["psf_fwhm"][:, 2]).all()
-    y, x, radius, cls = _field_objects(group, 1, table, LabelSettings())
+    y, x, radius, cls = _field_objects(group, 1, table, LabelConfig())
     wcs = frame_wcs(fits.Header.fromstring(str(group["wcs"][1])))
     fwhm_px = np.asarray(table["psf_fwhm"][:, 2]) / (float(np.mean(proj_plane_pixel_scales(wcs))) * 3600)
     label = group["label"][1]
@@ -258,12 +242,12 @@ def test_point_mode_paints_one_pixel_per_object(sim: tuple[Path, Path], tmp_path
     raw, store = sim
     labelled = tmp_path / "p.zarr"
     shutil.copytree(store, labelled)
-    summary = label_store(labelled, [raw], LabelSettings(mode="point"))
+    summary = label_store(labelled, [raw], LabelConfig(mode="point"))
     group = zarr.open_group(labelled, mode="r")
     table = read_catalogs(find_catalogs([raw]))
     for slot, name in enumerate(str(f) for f in group["field"][:]):
         label, valid = group["label"][slot], group["valid"][slot]
-        y, x, _, cls = _field_objects(group, slot, table, LabelSettings())
+        y, x, _, cls = _field_objects(group, slot, table, LabelConfig())
         row, col = np.floor(y + 0.5).astype(int), np.floor(x + 0.5).astype(int)
         on = (row >= 0) & (row < SHAPE[0]) & (col >= 0) & (col < SHAPE[1])
         on &= valid[row.clip(0, SHAPE[0] - 1), col.clip(0, SHAPE[1] - 1)]
@@ -323,16 +307,16 @@ def test_a_store_without_done_fields_is_refused(sim: tuple[Path, Path], tmp_path
 
 
 @pytest.fixture(scope="module")
-def real(sdss_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def real(sdss_dir: Path, tmp_path_factory: pytest.TempPathFactory, compute: Compute) -> dict[str, Path]:
     """The real sample ingested, then labelled in disk mode and, in a copy, in point mode."""
     field = sdss_dir / "003918-3-0213"
     root = tmp_path_factory.mktemp("real")
     store = root / "sample.zarr"
-    assert ingest(field, store, IngestConfig(workers=1, chunk=256), progress=False).ok
+    assert ingest(field, store, IngestConfig(chunk=256), compute).ok
     point = root / "point.zarr"
     shutil.copytree(store, point)
     label_store(store, [field])
-    label_store(point, [field], LabelSettings(mode="point"))
+    label_store(point, [field], LabelConfig(mode="point"))
     return {"field": field, "disk": store, "point": point}
 
 
@@ -382,7 +366,7 @@ def test_real_labels_sit_on_the_sources_not_on_sky(real: dict[str, Path]) -> Non
     image, label = group["image"][0], group["label"][0]
     table, x, y, _, _ = _real_positions(real)
     wcs = frame_wcs(fits.Header.fromstring(str(group["wcs"][0])))
-    radius = object_radii(table, float(np.mean(proj_plane_pixel_scales(wcs))) * 3600, LabelSettings())
+    radius = object_radii(table, float(np.mean(proj_plane_pixel_scales(wcs))) * 3600, LabelConfig())
     cls = np.where(np.asarray(table["class"]) == "star", STAR, GALAXY)
     objects = _disk_means(image, label, y, x, radius, cls)
 

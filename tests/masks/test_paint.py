@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sgc.masks.paint import GALAXY, IGNORE, SKY, STAR, paint_disks, paint_disks_numpy, paint_order
+from sgc.classes import GALAXY, IGNORE, SKY, STAR
+from sgc.masks.paint import paint_disks, paint_disks_numpy, paint_order
 
 
 def _paint(

@@ -10,11 +10,17 @@ import torch.nn.functional as F  # noqa: N812 - torch's own idiom
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sgc.config import LossConfig
-from sgc.masks.paint import IGNORE
-from sgc.model.losses import IGNORE_INDEX, KINDS, SegmentationLoss, build_loss, class_weights, dice_loss
+from sgc.classes import IGNORE
+from sgc.config import LOSS_KINDS, LossConfig
+from sgc.model.losses import IGNORE_INDEX, SegmentationLoss, build_loss, class_weights, dice_loss
 
 WEIGHTS = torch.tensor([0.4, 3.0, 9.0])
+
+
+def make_loss(
+    kind: str = "ce+dice", weights: torch.Tensor | None = None, **settings: float
+) -> SegmentationLoss:
+    return SegmentationLoss(LossConfig(kind=kind, **settings), weights)
 
 
 def _batch(seed: int, n: int = 2, size: int = 8, ignore: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,9 +35,9 @@ def test_ignore_index_matches_the_labels() -> None:
     assert IGNORE_INDEX == IGNORE == 255
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LOSS_KINDS)
 def test_ignored_pixels_do_not_change_the_loss(kind: str) -> None:
-    loss = SegmentationLoss(kind, WEIGHTS)
+    loss = make_loss(kind, WEIGHTS)
     logits, target = _batch(0, ignore=0.3)
     ignored = (target == IGNORE_INDEX).unsqueeze(1).expand_as(logits)
     scrambled = torch.where(ignored, torch.randn_like(logits) * 100, logits)
@@ -54,7 +60,7 @@ def test_ignored_pixels_do_not_change_the_loss(kind: str) -> None:
 def test_mean_of_halves_equals_whole_batch(
     seed: int, half: int, size: int, kind: str, gamma: float, ignore: float
 ) -> None:
-    loss = SegmentationLoss(kind, WEIGHTS, aux_weight=0.7, focal_gamma=gamma)
+    loss = make_loss(kind, WEIGHTS, aux_weight=0.7, focal_gamma=gamma)
     logits, target = _batch(seed, n=2 * half, size=size)
     # Each half ignores the same pixels, so both hold equally many valid ones (as with no ignores at all).
     mask = torch.rand(half, size, size, generator=torch.Generator().manual_seed(seed + 1)) < ignore
@@ -80,7 +86,7 @@ def test_weighted_cross_entropy_by_hand() -> None:
     # class 0: ce = ln 4.  Pixel c is ignored.  Weights (0.5, 2, 1): loss = (2 ln 3 + 0.5 ln 4) / 2.
     logits = torch.tensor([[0.0, 0.0, 0.0], [0.0, math.log(2), 0.0], [9.0, -9.0, 0.0]]).T.reshape(1, 3, 1, 3)
     target = torch.tensor([[[1, 0, IGNORE_INDEX]]])
-    loss = SegmentationLoss("ce", torch.tensor([0.5, 2.0, 1.0]))(logits, target)
+    loss = make_loss("ce", torch.tensor([0.5, 2.0, 1.0]))(logits, target)
     assert loss.item() == pytest.approx((2 * math.log(3) + 0.5 * math.log(4)) / 2, rel=1e-6)
     # Not torch's weighted mean, which would divide by the weight sum 2.5.
     assert loss.item() != pytest.approx((2 * math.log(3) + 0.5 * math.log(4)) / 2.5, rel=1e-3)
@@ -90,7 +96,7 @@ def test_focal_by_hand() -> None:
     # Pixel a: p_t = 1/3, so (2/3)^2 ln 3; pixel b: p_t = 1/2, so (1/2)^2 ln 2; CE unweighted.
     logits = torch.tensor([[0.0, 0.0, 0.0], [0.0, math.log(2), 0.0]]).T.reshape(1, 3, 1, 2)
     target = torch.tensor([[[1, 1]]])
-    loss = SegmentationLoss("ce+focal", aux_weight=1.0, focal_gamma=2.0)(logits, target)
+    loss = make_loss("ce+focal", aux_weight=1.0, focal_gamma=2.0)(logits, target)
     ce = (math.log(3) + math.log(2)) / 2
     focal = ((2 / 3) ** 2 * math.log(3) + 0.25 * math.log(2)) / 2
     assert loss.item() == pytest.approx(ce + focal, rel=1e-6)
@@ -98,8 +104,8 @@ def test_focal_by_hand() -> None:
 
 def test_focal_with_gamma_zero_is_cross_entropy() -> None:
     logits, target = _batch(3, ignore=0.2)
-    ce = SegmentationLoss("ce")(logits, target)
-    torch.testing.assert_close(SegmentationLoss("ce+focal", focal_gamma=0.0)(logits, target), 2 * ce)
+    ce = make_loss("ce")(logits, target)
+    torch.testing.assert_close(make_loss("ce+focal", focal_gamma=0.0)(logits, target), 2 * ce)
 
 
 def test_class_weights_by_hand() -> None:
@@ -135,11 +141,11 @@ def test_class_weights_reject_bad_input(counts: list[int], kind: str) -> None:
         class_weights(counts, kind)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LOSS_KINDS)
 def test_all_ignored_batch_gives_zero_and_backward_works(kind: str) -> None:
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     target = torch.full((2, 4, 4), IGNORE_INDEX)
-    loss = SegmentationLoss(kind, WEIGHTS)(logits, target)
+    loss = make_loss(kind, WEIGHTS)(logits, target)
     assert loss.item() == 0.0
     assert loss.grad_fn is not None
     loss.backward()
@@ -151,25 +157,25 @@ def test_dice_of_a_perfect_prediction_is_zero() -> None:
     _, target = _batch(4, ignore=0.2)
     logits = F.one_hot(torch.where(target == IGNORE_INDEX, 0, target), 3).permute(0, 3, 1, 2).float() * 50
     assert dice_loss(logits, target, target != IGNORE_INDEX).item() < 1e-6
-    assert SegmentationLoss("ce+dice")(logits, target).item() < 1e-6
+    assert make_loss("ce+dice")(logits, target).item() < 1e-6
     # And a confidently wrong one is near 1.
     assert dice_loss(logits.roll(1, dims=1), target, target != IGNORE_INDEX).item() > 0.95
 
 
 def test_loss_is_float32_for_bf16_logits() -> None:
     logits, target = _batch(5)
-    loss = SegmentationLoss("ce+dice", WEIGHTS)(logits.bfloat16(), target)
+    loss = make_loss("ce+dice", WEIGHTS)(logits.bfloat16(), target)
     assert loss.dtype == torch.float32
 
 
 def test_mismatched_shapes_raise() -> None:
     logits, target = _batch(6)
     with pytest.raises(ValueError, match="expected logits"):
-        SegmentationLoss()(logits, target[:, :4])
+        make_loss()(logits, target[:, :4])
     with pytest.raises(ValueError, match="class weights"):
-        SegmentationLoss("ce", torch.ones(4))(logits, target)
+        make_loss("ce", torch.ones(4))(logits, target)
     with pytest.raises(ValueError, match="kind"):
-        SegmentationLoss("dice")
+        make_loss("dice")
 
 
 def test_build_loss_from_config() -> None:

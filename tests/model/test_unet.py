@@ -11,26 +11,28 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sgc.config import ModelConfig
-from sgc.model.unet import NORMS, AsinhStretch, UNet, build_model, count_parameters, expected_parameters
+from sgc.config import NORMS, ModelConfig
+from sgc.model.unet import AsinhStretch, UNet, count_parameters, expected_parameters
 
 
 def _tiny(norm: str = "batch", depth: int = 2, width: int = 4, seed: int = 0, **kwargs: object) -> UNet:
     torch.manual_seed(seed)
-    return UNet(depth=depth, width=width, norm=norm, **kwargs)
+    return UNet(ModelConfig(depth=depth, width=width, norm=norm, **kwargs))
 
 
 @pytest.mark.parametrize(("depth", "width", "norm"), list(itertools.product([1, 2, 3, 4], [4, 12], NORMS)))
 def test_parameter_count_matches_architecture(depth: int, width: int, norm: str) -> None:
-    model = UNet(depth=depth, width=width, norm=norm)
-    assert count_parameters(model) == expected_parameters(5, 3, depth, width, norm)
+    cfg = ModelConfig(depth=depth, width=width, norm=norm)
+    model = UNet(cfg)
+    assert count_parameters(model) == expected_parameters(cfg)
     # Every level is registered: the encoder holds depth + 1 blocks, the decoder depth of each kind.
     assert (len(model.down), len(model.up), len(model.dec)) == (depth + 1, depth, depth)
 
 
 def test_parameter_count_other_bands_and_classes() -> None:
-    model = UNet(in_channels=3, classes=4, depth=2, width=8, norm="group")
-    assert count_parameters(model) == expected_parameters(3, 4, 2, 8, "group")
+    cfg = ModelConfig(depth=2, width=8, norm="group")
+    model = UNet(cfg, in_channels=3, classes=4)
+    assert count_parameters(model) == expected_parameters(cfg, in_channels=3, classes=4)
 
 
 def test_default_model_parameter_count() -> None:
@@ -38,21 +40,21 @@ def test_default_model_parameter_count() -> None:
     # encoder levels 10,784 + 55,552 + 221,696 + 885,760 + 3,540,992 = 4,714,784;
     # decoder (4 c_{l+1} c_l + c_l up, 27 c_l^2 + 4 c_l convs) 36,000 + 143,680 + 574,080 + 2,295,040
     # = 3,048,800; head 32 * 3 + 3 = 99.
-    assert expected_parameters(5, 3, 4, 32, "batch") == 7_763_683
+    assert expected_parameters(ModelConfig()) == 7_763_683
     assert count_parameters(UNet()) == 7_763_683
 
 
-def test_build_model_follows_config() -> None:
+def test_model_follows_config() -> None:
     cfg = ModelConfig(depth=3, width=8, norm="instance", softening=5.0)
-    model = build_model(cfg)
-    assert count_parameters(model) == expected_parameters(5, 3, 3, 8, "instance")
+    model = UNet(cfg)
+    assert count_parameters(model) == expected_parameters(cfg)
     assert model.stretch.softening == 5.0
     assert isinstance(model.down[0][1], torch.nn.InstanceNorm2d)
     assert model.down[0][1].affine
 
 
 def test_group_norm_uses_at_most_eight_groups() -> None:
-    model = UNet(depth=1, width=12, norm="group")
+    model = UNet(ModelConfig(depth=1, width=12, norm="group"))
     groups = [m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert set(groups) == {4, 8}  # 12 channels: 4 groups; 24 channels: 8
 
@@ -109,11 +111,13 @@ def test_wrong_band_count_raises() -> None:
 
 def test_bad_constructor_arguments_raise() -> None:
     with pytest.raises(ValueError, match="norm"):
-        UNet(norm="layer")
+        UNet(ModelConfig(norm="layer"))
     with pytest.raises(ValueError, match="depth"):
-        UNet(depth=0)
+        UNet(ModelConfig(depth=0))
     with pytest.raises(ValueError, match="softening"):
-        UNet(softening=0.0)
+        UNet(ModelConfig(softening=0.0))
+    with pytest.raises(ValueError, match="classes"):
+        UNet(classes=0)
 
 
 def test_stretch_has_no_parameters_or_buffers() -> None:

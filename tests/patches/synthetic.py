@@ -10,7 +10,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from sgc.cube.store import StoreLayout, allocate_fields, create_store, ensure_pixel_array, write_field
+from tests.stores import build_store as build_cube
 
 PIXEL_DEG = 0.396 / 3600
 
@@ -51,13 +51,12 @@ def random_field(
 
 def build_store(path: Path, fields: Mapping[str, SynthField], chunk: int = 32) -> Path:
     """A store holding the fields, all done, with ``label`` and ``exclude`` filled in."""
-    shape = next(iter(fields.values())).valid.shape
-    group = create_store(path, StoreLayout(shape=shape, chunk=chunk))
-    slots = allocate_fields(group, list(fields))
-    label = ensure_pixel_array(group, "label", "uint8", 255)
-    exclude = ensure_pixel_array(group, "exclude", bool, False)
-    for name, f in fields.items():
-        write_field(path, slots[name], f.image, f.valid, f.header.tostring(), {"field": name})
-        label[slots[name]] = f.label
-        exclude[slots[name]] = f.exclude
+    cube = build_cube(
+        path, {name: (f.image, f.valid, f.header.tostring()) for name, f in fields.items()}, chunk=chunk
+    )
+    label = cube.pixel_array("label", "uint8", 255)
+    exclude = cube.pixel_array("exclude", bool, False)
+    for slot, f in enumerate(fields.values()):
+        label[slot] = f.label
+        exclude[slot] = f.exclude
     return path

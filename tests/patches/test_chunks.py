@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from sgc.cube.store import StoreLayout
+from sgc.cube.store import image_compressors
 from sgc.patches.chunks import ChunkReader
 
 
@@ -21,7 +21,7 @@ def make_array(path: Path, codec: str, dtype: str = "float32") -> tuple[zarr.Arr
         chunks=(1, 3, 16, 16),
         dtype=dtype,
         fill_value=np.nan,
-        compressors=StoreLayout(shape=(40, 50), codec=codec).compressors(np.dtype(dtype).itemsize),
+        compressors=image_compressors(codec, 5, np.dtype(dtype).itemsize),
     )
     array[0] = data[0]
     array[1, :, :16, :16] = data[1, :, :16, :16]

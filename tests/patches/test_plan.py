@@ -11,11 +11,12 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from sgc.cube.store import open_store
+from sgc.config import SplitConfig
+from sgc.cube.store import CubeStore
 from sgc.patches.plan import (
     PlanError,
-    SplitSpec,
     make_plan,
     patch_counts,
     patch_origins,
@@ -35,8 +36,13 @@ def _store(tmp_path: Path, n: int = 4, shape: tuple[int, int] = SHAPE, seed: int
     return build_store(tmp_path / "s.zarr", fields)
 
 
+def split_spec(test_fields: tuple[str, ...] = (), **settings: object) -> tuple[SplitConfig, tuple[str, ...]]:
+    """The split section and the held-out fields, as make_plan takes them."""
+    return SplitConfig(**settings), tuple(test_fields)
+
+
 def _direct_counts(store: Path, slot: int, y0: int, x0: int, p: int) -> dict[str, int]:
-    group = open_store(store)
+    group = CubeStore.open(store)
     window = (slot, slice(y0, y0 + p), slice(x0, x0 + p))
     label = group["label"][window]
     return {
@@ -88,7 +94,7 @@ def test_patches_tile_the_grid_and_counts_equal_numpy(
 
 def test_plan_counts_and_grid_of_a_clean_store(tmp_path: Path) -> None:
     store = _store(tmp_path, n=2)
-    plan = make_plan(store, SplitSpec(patch=16, stride=8, train_fields=FIELDS[:1], val_fields=FIELDS[1:2]))
+    plan = make_plan(store, *split_spec(patch=16, stride=8, train_fields=FIELDS[:1], val_fields=FIELDS[1:2]))
     table = plan.table
     assert list(table.colnames) == list(PLAN_COLUMNS)
     per_field = (len(range(0, 48 - 16 + 1, 8))) * len(range(0, 64 - 16 + 1, 8))
@@ -104,10 +110,10 @@ def test_plan_counts_and_grid_of_a_clean_store(tmp_path: Path) -> None:
 
 def test_field_list_split_and_checks(tmp_path: Path) -> None:
     store = _store(tmp_path, n=5)
-    spec = SplitSpec(
+    spec = split_spec(
         train_fields=FIELDS[:2], val_fields=FIELDS[2:3], test_fields=(FIELDS[3], "8162-6-80"), patch=16
     )
-    plan = make_plan(store, spec)
+    plan = make_plan(store, *spec)
     split_of = dict(zip(plan.table["field"], plan.table["split"], strict=True))
     assert split_of == {FIELDS[0]: "train", FIELDS[1]: "train", FIELDS[2]: "val", FIELDS[3]: "test"}
     assert plan.split["assignment"] == {
@@ -115,23 +121,25 @@ def test_field_list_split_and_checks(tmp_path: Path) -> None:
         "fields": {"train": list(FIELDS[:2]), "val": [FIELDS[2]], "test": [FIELDS[3]]},
     }
     with pytest.raises(PlanError, match="more than one split"):
-        make_plan(store, SplitSpec(train_fields=FIELDS[:2], val_fields=FIELDS[1:2]))
+        make_plan(store, *split_spec(train_fields=FIELDS[:2], test_fields=FIELDS[1:2]))
+    with pytest.raises(ValidationError, match="both list"):
+        split_spec(train_fields=FIELDS[:2], val_fields=FIELDS[1:2])
     with pytest.raises(PlanError, match="does not hold done: 009001-3-0099"):
-        make_plan(store, SplitSpec(train_fields=("9001-3-99",)))
+        make_plan(store, *split_spec(train_fields=("9001-3-99",)))
 
 
 def test_validation_fields_are_drawn_by_the_seed(tmp_path: Path) -> None:
     store = _store(tmp_path, n=5)
     draws = {}
     for seed in range(6):
-        spec = SplitSpec(seed=seed, val_fraction=0.3, test_fields=(FIELDS[4],), patch=16)
-        plan = make_plan(store, spec)
+        spec = split_spec(seed=seed, val_fraction=0.3, test_fields=(FIELDS[4],), patch=16)
+        plan = make_plan(store, *spec)
         fields = plan.split["assignment"]["fields"]
         assert fields["test"] == [FIELDS[4]]
         assert len(fields["val"]) == 2  # ceil(0.3 x 4 non-test fields)
         assert sorted(fields["train"] + fields["val"]) == list(FIELDS[:4])
         draws[seed] = tuple(fields["val"])
-        again = make_plan(store, spec)
+        again = make_plan(store, *spec)
         assert again.split == plan.split
         np.testing.assert_array_equal(np.asarray(again.table["split"]), np.asarray(plan.table["split"]))
     assert len(set(draws.values())) > 1  # the seed matters
@@ -139,8 +147,8 @@ def test_validation_fields_are_drawn_by_the_seed(tmp_path: Path) -> None:
 
 def test_same_seed_same_plan(tmp_path: Path) -> None:
     store = _store(tmp_path, n=4)
-    spec = SplitSpec(seed=5, patch=16, stride=12)
-    a, b = make_plan(store, spec), make_plan(store, spec)
+    spec = split_spec(seed=5, patch=16, stride=12)
+    a, b = make_plan(store, *spec), make_plan(store, *spec)
     assert a.attrs() == b.attrs()
     for name in PLAN_COLUMNS:
         np.testing.assert_array_equal(np.asarray(a.table[name]), np.asarray(b.table[name]))
@@ -165,8 +173,8 @@ def test_row_bands_are_ordered_with_guards_between(rows: int, fractions: tuple, 
 
 def test_row_band_split_keeps_a_guard(tmp_path: Path) -> None:
     store = _store(tmp_path, n=1, shape=(300, 64))
-    spec = SplitSpec(patch=16, stride=8, guard=20, row_fractions=(0.6, 0.2, 0.2))
-    plan = make_plan(store, spec)
+    spec = split_spec(patch=16, stride=8, guard=20, row_fractions=(0.6, 0.2, 0.2))
+    plan = make_plan(store, *spec)
     assert plan.split["assignment"]["mode"] == "rows"
     table = plan.table
     rows = {s: table[table["split"] == s] for s in ("train", "val", "test")}
@@ -179,13 +187,13 @@ def test_row_band_split_keeps_a_guard(tmp_path: Path) -> None:
         assert rows[split]["y0"].min() == start  # each band's grid is anchored at its first row
         assert (rows[split]["y0"] + 16 <= end).all()
     with pytest.raises(PlanError, match="held out"):
-        make_plan(store, SplitSpec(patch=16, test_fields=FIELDS[:1]))
+        make_plan(store, *split_spec(patch=16, test_fields=FIELDS[:1]))
 
 
 def test_rows_mode_refuses_several_fields(tmp_path: Path) -> None:
     store = _store(tmp_path, n=2)
     with pytest.raises(PlanError, match="rows mode splits a single field"):
-        make_plan(store, SplitSpec(mode="rows", patch=16))
+        make_plan(store, *split_spec(mode="rows", patch=16))
 
 
 def test_train_and_val_patches_touching_excluded_or_invalid_pixels_are_dropped(tmp_path: Path) -> None:
@@ -198,10 +206,10 @@ def test_train_and_val_patches_touching_excluded_or_invalid_pixels_are_dropped(t
     fields[FIELDS[2]].valid[20, 20] = False  # test: one invalid pixel, kept
     fields[FIELDS[2]].exclude[:] = True  # the held-out field is all held-out sky, and still its test patches
     store = build_store(tmp_path / "s.zarr", fields)
-    spec = SplitSpec(
+    spec = split_spec(
         patch=16, stride=16, train_fields=FIELDS[:1], val_fields=FIELDS[1:2], test_fields=FIELDS[2:3]
     )
-    plan = make_plan(store, spec)
+    plan = make_plan(store, *spec)
     origins = {
         s: set(zip(*(plan.rows(s)[c].tolist() for c in ("y0", "x0")), strict=True))
         for s in ("train", "val", "test")
@@ -223,11 +231,11 @@ def test_normalisation_comes_from_train_pixels_alone(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     fields = {name: random_field(rng, SHAPE) for name in FIELDS[:3]}
     fields[FIELDS[0]].exclude[40:, :] = True  # rows 40-47: no train patch there, not in the statistics
-    spec = SplitSpec(
+    spec = split_spec(
         patch=16, stride=16, train_fields=FIELDS[:1], val_fields=FIELDS[1:2], test_fields=FIELDS[2:3]
     )
     store = build_store(tmp_path / "a.zarr", fields)
-    plan = make_plan(store, spec)
+    plan = make_plan(store, *spec)
     train_pixels = fields[FIELDS[0]].image[:, :32, :]  # patches at rows 0 and 16 cover rows 0-31
     for b, band in enumerate("ugriz"):
         stats = plan.normalisation[band]
@@ -239,10 +247,10 @@ def test_normalisation_comes_from_train_pixels_alone(tmp_path: Path) -> None:
     fields[FIELDS[2]].image += 7
     fields[FIELDS[0]].image[:, 40:, :] = 1e6
     other = build_store(tmp_path / "b.zarr", fields)
-    assert make_plan(other, spec).normalisation == plan.normalisation
+    assert make_plan(other, *spec).normalisation == plan.normalisation
     fields[FIELDS[0]].image[:, 3, 3] = 1e6  # a train pixel: it does
     changed = build_store(tmp_path / "c.zarr", fields)
-    assert make_plan(changed, spec).normalisation["r"]["max"] == pytest.approx(1e6)
+    assert make_plan(changed, *spec).normalisation["r"]["max"] == pytest.approx(1e6)
 
 
 def test_store_without_label_or_exclude_computed_as_planned_is_refused(tmp_path: Path) -> None:
@@ -250,29 +258,29 @@ def test_store_without_label_or_exclude_computed_as_planned_is_refused(tmp_path:
     group = zarr.open_group(store, mode="r+")
     group["label"].attrs["fields"] = [FIELDS[0]]
     with pytest.raises(PlanError, match="'label' was not computed for field.*0012"):
-        make_plan(store, SplitSpec(patch=16))
+        make_plan(store, *split_spec(patch=16))
     group["label"].attrs["fields"] = list(FIELDS[:2])
     group["exclude"].attrs["held_out"] = ["8162-6-80"]
-    make_plan(store, SplitSpec(patch=16, test_fields=("8162-6-80",)))
+    make_plan(store, *split_spec(patch=16, test_fields=("8162-6-80",)))
     with pytest.raises(PlanError, match="'exclude' does not hold out 009001-3-0012"):
-        make_plan(store, SplitSpec(patch=16, test_fields=(FIELDS[1],)))
+        make_plan(store, *split_spec(patch=16, test_fields=(FIELDS[1],)))
     del group["exclude"]
     with pytest.raises(PlanError, match="no 'exclude' array"):
-        make_plan(store, SplitSpec(patch=16))
+        make_plan(store, *split_spec(patch=16))
 
 
 def test_bad_settings_are_refused() -> None:
-    with pytest.raises(PlanError):
-        SplitSpec(patch=0)
-    with pytest.raises(PlanError):
-        SplitSpec(row_fractions=(0.5, 0.2, 0.2))
-    with pytest.raises(PlanError):
-        SplitSpec(val_fraction=1.0)
+    with pytest.raises(ValidationError, match="patch"):
+        SplitConfig(patch=0)
+    with pytest.raises(ValidationError, match="summing to 1"):
+        SplitConfig(row_fractions=(0.5, 0.2, 0.2))
+    with pytest.raises(ValidationError, match="val_fraction"):
+        SplitConfig(val_fraction=1.0)
 
 
 def test_plan_file_round_trip_atomic_and_safe(tmp_path: Path) -> None:
     store = _store(tmp_path, n=3)
-    plan = make_plan(store, SplitSpec(patch=16, stride=16, test_fields=FIELDS[2:3]))
+    plan = make_plan(store, *split_spec(patch=16, stride=16, test_fields=FIELDS[2:3]))
     path = write_plan(plan, tmp_path / "plan.zarr")
     back = read_plan(path)
     assert back.attrs() == plan.attrs()
@@ -280,7 +288,7 @@ def test_plan_file_round_trip_atomic_and_safe(tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.asarray(back.table[name]), np.asarray(plan.table[name]))
         assert back.table[name].dtype.kind == plan.table[name].dtype.kind
     # overwriting a plan replaces it and leaves no temporary folder behind
-    smaller = make_plan(store, SplitSpec(patch=32, test_fields=FIELDS[2:3]))
+    smaller = make_plan(store, *split_spec(patch=32, test_fields=FIELDS[2:3]))
     write_plan(smaller, path)
     assert read_plan(path).patch == 32
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.zarr", "s.zarr"]
@@ -296,7 +304,7 @@ def test_plan_file_round_trip_atomic_and_safe(tmp_path: Path) -> None:
 
 def test_field_rows_groups_the_table_by_field(tmp_path: Path) -> None:
     store = _store(tmp_path, n=3)
-    plan = make_plan(store, SplitSpec(patch=16, stride=16, test_fields=FIELDS[2:3], val_fraction=0.5))
+    plan = make_plan(store, *split_spec(patch=16, stride=16, test_fields=FIELDS[2:3], val_fraction=0.5))
     table = plan.table
     grouped = plan.field_rows()
     assert list(grouped) == list(dict.fromkeys(table["field"].tolist()))
@@ -316,10 +324,10 @@ def test_grid_is_anchored_at_the_valid_area_so_an_uncovered_frame_costs_no_patch
         field.valid[3:-3, 3:-3] = True
     assert valid_extent(fields[FIELDS[0]].valid) == ((3, shape[0] - 3), (3, shape[1] - 3))
     store = build_store(tmp_path / "s.zarr", fields)
-    spec = SplitSpec(
+    spec = split_spec(
         patch=16, stride=16, train_fields=FIELDS[:1], val_fields=FIELDS[1:2], test_fields=FIELDS[2:]
     )
-    train = make_plan(store, spec).rows("train")
+    train = make_plan(store, *spec).rows("train")
     # anchored at pixel 0, the first row and column of patches would touch the frame and be dropped
     assert set(zip(train["y0"].tolist(), train["x0"].tolist(), strict=True)) == {
         (y, x) for y in (3, 19, 35) for x in (3, 19, 35, 51)

@@ -10,10 +10,11 @@ import pytest
 import torch
 import zarr
 
+from sgc.config import LoaderConfig, SplitConfig
 from sgc.patches.gather import apply_symmetry
-from sgc.patches.plan import SplitSpec, make_plan
+from sgc.patches.plan import make_plan
 from sgc.patches.planfile import PatchPlan
-from sgc.patches.stream import PatchStream, StreamError, StreamSettings, patch_loader
+from sgc.patches.stream import PatchStream, StreamError, patch_loader
 from tests.patches.synthetic import SynthField, build_store, tan_header
 
 FIELDS = ("009001-3-0011", "009001-3-0012", "009001-3-0013", "009001-3-0014", "009001-3-0015")
@@ -42,9 +43,14 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PatchPlan
         chunk=32,
     )
     plan = make_plan(
-        store, SplitSpec(patch=PATCH, stride=12, train_fields=FIELDS[:3], val_fields=FIELDS[3:4])
+        store, SplitConfig(patch=PATCH, stride=12, train_fields=FIELDS[:3], val_fields=FIELDS[3:4])
     )
     return store, plan
+
+
+def loader(**settings: object) -> LoaderConfig:
+    """Loader settings, augmentation off unless asked for."""
+    return LoaderConfig(**{"augment": False, **settings})
 
 
 def collect(stream: PatchStream, workers: int = 0) -> list[tuple[torch.Tensor, ...]]:
@@ -76,7 +82,9 @@ def test_every_patch_once_per_epoch_in_disjoint_shards(synthetic, world: int, wo
     expected = set(np.flatnonzero(np.asarray(plan.table["split"]) == "train").tolist())
     per_rank = []
     for rank in range(world):
-        stream = PatchStream(store, plan, "train", StreamSettings(batch_size=7), rank, world, with_index=True)
+        stream = PatchStream(
+            store, plan, "train", loader(batch_size=7), rank=rank, world_size=world, with_index=True
+        )
         stream.set_epoch(3)
         batches = collect(stream, workers)
         assert len(batches) == stream.batches_per_epoch(workers)
@@ -94,7 +102,7 @@ def test_same_seed_same_order_and_epochs_differ(synthetic) -> None:
 
     def order(seed: int, epoch: int) -> np.ndarray:
         stream = PatchStream(
-            store, plan, "train", StreamSettings(batch_size=5, seed=seed, augment=True), with_index=True
+            store, plan, "train", loader(batch_size=5, augment=True), seed=seed, with_index=True
         )
         stream.set_epoch(epoch)
         batches = collect(stream, workers=2)
@@ -110,20 +118,20 @@ def test_same_seed_same_order_and_epochs_differ(synthetic) -> None:
 
 def test_persistent_workers_follow_set_epoch(synthetic) -> None:
     store, plan = synthetic
-    stream = PatchStream(store, plan, "train", StreamSettings(batch_size=6, seed=3), with_index=True)
-    loader = patch_loader(stream, num_workers=2)
+    stream = PatchStream(store, plan, "train", loader(batch_size=6), seed=3, with_index=True)
+    batches = patch_loader(stream, num_workers=2)
     for epoch in (0, 1, 0):
         stream.set_epoch(epoch)
-        rows = np.concatenate([b[2].numpy() for b in loader])
-        fresh = PatchStream(store, plan, "train", StreamSettings(batch_size=6, seed=3), with_index=True)
+        rows = np.concatenate([b[2].numpy() for b in batches])
+        fresh = PatchStream(store, plan, "train", loader(batch_size=6), seed=3, with_index=True)
         fresh.set_epoch(epoch)
         assert np.array_equal(rows, np.concatenate([b[2].numpy() for b in collect(fresh, workers=2)]))
-    assert loader._iterator is not None and loader._iterator._persistent_workers
+    assert batches._iterator is not None and batches._iterator._persistent_workers
 
 
 def test_unshuffled_patches_match_the_store(synthetic) -> None:
     store, plan = synthetic
-    stream = PatchStream(store, plan, "val", StreamSettings(batch_size=9, shuffle=False), with_index=True)
+    stream = PatchStream(store, plan, "val", loader(batch_size=9), shuffle=False, with_index=True)
     batches = collect(stream)
     rows = np.concatenate([b[2].numpy() for b in batches])
     assert np.array_equal(rows, np.flatnonzero(np.asarray(plan.table["split"]) == "val"))
@@ -139,9 +147,7 @@ def test_unshuffled_patches_match_the_store(synthetic) -> None:
 
 def test_augmentation_moves_image_and_label_together(synthetic) -> None:
     store, plan = synthetic
-    stream = PatchStream(
-        store, plan, "train", StreamSettings(batch_size=16, augment=True, seed=4), with_index=True
-    )
+    stream = PatchStream(store, plan, "train", loader(batch_size=16, augment=True), seed=4, with_index=True)
     image, label, rows = (torch.cat(parts) for parts in zip(*collect(stream), strict=True))
     raw, raw_label = raw_patches(store, plan, rows.numpy())
     scale, offset = stream._scale[:, None, None], stream._offset[:, None, None]
@@ -161,7 +167,7 @@ def test_augmentation_moves_image_and_label_together(synthetic) -> None:
 
 def test_oversampling_repeats_patches_with_objects(synthetic) -> None:
     store, plan = synthetic
-    stream = PatchStream(store, plan, "train", StreamSettings(batch_size=8, oversample=3), with_index=True)
+    stream = PatchStream(store, plan, "train", loader(batch_size=8, oversample=3), with_index=True)
     rows = np.concatenate([b[2].numpy() for b in collect(stream)])
     counts = np.bincount(rows, minlength=len(plan.table))
     train = np.asarray(plan.table["split"]) == "train"
@@ -173,10 +179,10 @@ def test_oversampling_repeats_patches_with_objects(synthetic) -> None:
 
 def test_noise_and_gain_change_images_not_labels(synthetic) -> None:
     store, plan = synthetic
-    plain = collect(PatchStream(store, plan, "val", StreamSettings(batch_size=50, shuffle=False)))[0]
-    noisy_settings = StreamSettings(batch_size=50, shuffle=False, noise=0.5, gain_jitter=0.1)
-    noisy = collect(PatchStream(store, plan, "val", noisy_settings))[0]
-    again = collect(PatchStream(store, plan, "val", noisy_settings))[0]
+    plain = collect(PatchStream(store, plan, "val", loader(batch_size=50), shuffle=False))[0]
+    noisy_settings = loader(batch_size=50, noise=0.5, gain_jitter=0.1)
+    noisy = collect(PatchStream(store, plan, "val", noisy_settings, shuffle=False))[0]
+    again = collect(PatchStream(store, plan, "val", noisy_settings, shuffle=False))[0]
     assert torch.equal(noisy[0], again[0])
     assert torch.equal(noisy[1], plain[1])
     residual = (noisy[0] - plain[0] * (noisy[0] / plain[0]).median()).std()
@@ -185,14 +191,14 @@ def test_noise_and_gain_change_images_not_labels(synthetic) -> None:
 
 def test_stream_pickles_and_runs_under_spawn(synthetic) -> None:
     store, plan = synthetic
-    stream = PatchStream(store, plan, "val", StreamSettings(batch_size=50, shuffle=False), with_index=True)
+    stream = PatchStream(store, plan, "val", loader(batch_size=50), shuffle=False, with_index=True)
     next(iter(stream))  # opens the arrays in this process; the pickle must not carry them
     assert stream._arrays is not None
     assert pickle.loads(pickle.dumps(stream))._arrays is None
-    loader = torch.utils.data.DataLoader(
+    spawned = torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=1, multiprocessing_context="spawn"
     )
-    rows = np.concatenate([b[2].numpy() for b in loader])
+    rows = np.concatenate([b[2].numpy() for b in spawned])
     assert np.array_equal(np.sort(rows), np.flatnonzero(np.asarray(plan.table["split"]) == "val"))
 
 

@@ -12,7 +12,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from sgc.cube.store import StoreError, StoreLayout, allocate_fields, create_store, write_field
+from sgc.config import IngestConfig
+from sgc.cube.store import CubeStore, StoreError
 from sgc.errors import InputFileError
 from sgc.report.cube_figures import (
     catalog_overlay,
@@ -54,9 +55,10 @@ def _raw_and_store(tmp_path: Path, offsets: Mapping[str, tuple[int, int]]) -> tu
         aligned.append(_sky(SHAPE, (0, 0), seed))
         files[band] = {"name": name}
     store = tmp_path / "s.zarr"
-    slot = allocate_fields(create_store(store, StoreLayout(shape=SHAPE, chunk=64)), [FIELD])[FIELD]
-    write_field(
-        store, slot, np.stack(aligned), np.ones(SHAPE, bool), tan_header(SHAPE).tostring(), {"files": files}
+    cube = CubeStore.create(store, SHAPE, IngestConfig(chunk=64))
+    slot = cube.allocate([FIELD])[FIELD]
+    cube.write_field(
+        slot, np.stack(aligned), np.ones(SHAPE, bool), tan_header(SHAPE).tostring(), {"files": files}
     )
     return store, tmp_path / "raw"
 

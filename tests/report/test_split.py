@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from sgc.cube.store import open_store
-from sgc.patches.plan import SplitSpec, make_plan
+from sgc.config import SplitConfig
+from sgc.cube.store import CubeStore
+from sgc.patches.plan import make_plan
 from sgc.patches.planfile import PatchPlan
-from sgc.patches.report import format_report, split_report, write_split_report
+from sgc.report.split import format_report, split_report, write_split_report
 from sgc.sdss.frames import frame_wcs
 from tests.patches.synthetic import build_store, random_field, tan_header
 
@@ -60,9 +61,7 @@ def labelled(tmp_path: Path) -> tuple[Path, Path, dict[str, list[tuple[int, int,
 
 
 def _plan(store: Path) -> PatchPlan:
-    return make_plan(
-        store, SplitSpec(patch=16, stride=16, train_fields=(A,), val_fields=(B,), test_fields=(C,))
-    )
+    return make_plan(store, SplitConfig(patch=16, stride=16, train_fields=[A], val_fields=[B]), [C])
 
 
 def test_report_counts_match_direct_counts(labelled: tuple[Path, Path, dict]) -> None:
@@ -70,7 +69,7 @@ def test_report_counts_match_direct_counts(labelled: tuple[Path, Path, dict]) ->
     plan = _plan(store)
     report = split_report(plan, store, [catalog])
     assert report["mode"] == "fields" and report["objects_counted"]
-    label = open_store(store)["label"]
+    label = CubeStore.open(store)["label"]
     for split, field in (("train", A), ("val", B), ("test", C)):
         rows = plan.rows(split)
         s = report["splits"][split]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sgc.sdss.discover import find_raw
+import pytest
+
+from sgc.sdss.discover import DiscoveryError, find_catalogs, find_frames, find_raw
 from sgc.sdss.names import BANDS, FieldId
 
 
@@ -41,3 +43,41 @@ def test_real_sample_is_one_complete_field(sdss_dir: Path) -> None:
     inv = find_raw(sdss_dir / "003918-3-0213")
     assert inv.complete == [FieldId(3918, 3, 213)]
     assert [p.name for p in inv.catalogs] == ["catalog-003918-3-0213.fits"]
+
+
+def test_frames_and_headers_are_indexed_with_one_order_of_preference(tmp_path: Path) -> None:
+    fid = FieldId(8162, 6, 80)
+    first, second = tmp_path / "first", tmp_path / "second"
+    _touch(second / "deep" / f"frame-r-{fid}.fits.bz2")
+    _touch(second / f"frame-r-{fid}.fits")  # uncompressed wins within a source
+    _touch(second / f"frame-g-{fid}.hdr")
+    _touch(first / f"frame-g-{fid}.fits.gz")  # the first source wins across sources
+    _touch(first / f"frame-i-{fid}.txt")
+    frames = find_frames([first, second])
+    assert frames.bands(fid) == {"g": first / f"frame-g-{fid}.fits.gz", "r": second / f"frame-r-{fid}.fits"}
+    with_headers = find_frames([first, second], headers=True)
+    assert set(with_headers.bands("8162-6-80")) == {"g", "r", "i"}
+    assert with_headers.fields == [fid]
+    with pytest.raises(DiscoveryError, match="nowhere: no such file or folder"):
+        find_frames([tmp_path / "nowhere"])
+    assert find_frames([tmp_path / "nowhere"], missing_ok=True).paths == {}
+
+
+def test_catalogues_are_files_given_or_names_found_below_folders(tmp_path: Path) -> None:
+    for name in (
+        "calibObj-000001-1-star.fits.gz",
+        "catalog-000001-1-0001.fits",
+        "frame-r-000001-1-0001.fits",
+    ):
+        _touch(tmp_path / "a" / name)
+    _touch(tmp_path / "a" / "catalog-000001-1-0002.fits.part")
+    found = find_catalogs([tmp_path / "a"])
+    assert [p.name for p in found] == ["calibObj-000001-1-star.fits.gz", "catalog-000001-1-0001.fits"]
+    odd = tmp_path / "my-objects.fits"
+    _touch(odd)
+    assert find_catalogs([odd, tmp_path / "a"]) == [odd, *found]  # a file given counts whatever its name
+    assert find_catalogs([found[0], tmp_path / "a"]) == found
+    (tmp_path / "b").mkdir()
+    assert find_catalogs([tmp_path / "b"]) == []
+    with pytest.raises(DiscoveryError, match="no such file or folder"):
+        find_catalogs([tmp_path / "nope"])

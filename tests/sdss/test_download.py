@@ -135,7 +135,7 @@ def mirror(sas: Path) -> Iterator[Mirror]:
 
 
 def _download(base_url: str, out: Path, **options: object) -> DownloadSummary:
-    kwargs = {"jobs": 4, "retries": 4, "timeout": TIMEOUT_S, "backoff": 0.01, "progress": False} | options
+    kwargs = {"jobs": 4, "retries": 4, "timeout": TIMEOUT_S, "backoff": 0.01} | options
     return download(FIELDS, out, base_url=base_url, **kwargs)
 
 
@@ -284,7 +284,7 @@ def test_complete_part_answered_416_is_kept(sas: Path, mirror: Mirror, tmp_path:
 
 
 def test_file_url(sas: Path, tmp_path: Path) -> None:
-    summary = _download(sas.as_uri(), tmp_path / "out", jobs=2, progress=True)
+    summary = _download(sas.as_uri(), tmp_path / "out", jobs=2)
     assert summary.counts == {"downloaded": 19, "skipped": 0, "failed": 0}
     _assert_identical(sas, tmp_path / "out")
 
@@ -307,7 +307,7 @@ def test_uncompressed_file_under_a_bz2_name_fails(sas: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize("url", ["ftp://example.org/sas/", "example.org/sas", "file://otherhost/sas/"])
 def test_rejects_unsupported_urls(tmp_path: Path, url: str) -> None:
     with pytest.raises(ValueError, match="unsupported URL"):
-        download(FIELDS, tmp_path, base_url=url, progress=False)
+        download(FIELDS, tmp_path, base_url=url)
 
 
 @pytest.mark.parametrize("dest", ["../evil.fits.bz2", "/tmp/evil.fits.bz2", "."])
@@ -315,7 +315,7 @@ def test_rejects_destinations_outside_out_dir(tmp_path: Path, dest: str) -> None
     out = tmp_path / "out"
     plan = [PlannedFile("http://127.0.0.1:9/x.fits.bz2", out / dest)]
     with pytest.raises(ValueError, match="not inside the output folder"):
-        fetch_files(plan, out, progress=False)
+        fetch_files(plan, out)
     assert not (tmp_path / "evil.fits.bz2").exists()
 
 

@@ -19,10 +19,11 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from sgc.sdss.catalogs import read_catalog, read_catalogs
 from sgc.sdss.frames import Frame, frame_wcs, read_frame, read_frame_header
 from sgc.sdss.names import BANDS, FieldId, calibobj_path
-from sgc.sdss.sim_geometry import FRAME_SHAPE, OVERLAP_ROWS, PIXEL_SCALE
-from sgc.sdss.sim_render import psf_flux_ratio
-from sgc.sdss.sim_sources import DEV_MIXTURE, EXP_MIXTURE, Sources
-from sgc.sdss.simulate import SimRun, render_field, simulate, simulate_field
+from sgc.sdss.names import PIXEL_SCALE_ARCSEC as PIXEL_SCALE
+from sgc.sim.geometry import FRAME_SHAPE, OVERLAP_ROWS
+from sgc.sim.render import psf_flux_ratio
+from sgc.sim.simulate import SimRun, render_field, simulate, simulate_field
+from sgc.sim.sources import DEV_MIXTURE, EXP_MIXTURE, Sources
 
 SMALL = (300, 512)
 SAMPLE = "003918-3-0213"

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sgc.config import TrainConfig
-from sgc.patches.plan import SplitSpec, make_plan
+from sgc.config import SplitConfig, TrainConfig
+from sgc.patches.plan import make_plan
 from sgc.patches.planfile import write_plan
 from tests.patches.synthetic import build_store, random_field, tan_header
 
@@ -29,7 +29,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         fields[name] = field
     folder = tmp_path_factory.mktemp("train")
     store = build_store(folder / "s.zarr", fields, chunk=32)
-    plan = make_plan(store, SplitSpec(patch=16, stride=16, train_fields=FIELDS[:2], val_fields=FIELDS[2:]))
+    plan = make_plan(store, SplitConfig(patch=16, stride=16, train_fields=FIELDS[:2], val_fields=FIELDS[2:]))
     return store, write_plan(plan, folder / "plan.zarr")
 
 

@@ -14,9 +14,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from sgc.model.losses import build_loss
-from sgc.model.unet import build_model
+from sgc.model.unet import UNet
 from sgc.patches.planfile import read_plan
-from sgc.patches.stream import PatchStream, StreamSettings, patch_loader
+from sgc.patches.stream import PatchStream, patch_loader
 from sgc.train.distributed import cleanup, setup
 from sgc.train.loop import label_counts, train_step
 from tests.train.conftest import tiny_config
@@ -27,10 +27,12 @@ def main(store: str, plan_path: str, out: str, steps: int) -> None:
     assert info.world_size == 2 and info.backend == "gloo"
     cfg = tiny_config()
     plan = read_plan(plan_path)
-    settings = StreamSettings(batch_size=cfg.loader.batch_size, seed=cfg.seed)
-    stream = PatchStream(store, plan, "train", settings, with_index=True)  # rank and world from the group
+    settings = cfg.loader.plain()
+    stream = PatchStream(
+        store, plan, "train", settings, seed=cfg.seed, with_index=True
+    )  # rank, world: the group
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
+    model = UNet(cfg.model)
     net = DistributedDataParallel(model)
     loss_fn = build_loss(cfg.loss, label_counts(plan))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -13,10 +13,11 @@ import pytest
 import torch
 import yaml
 
+from sgc.config import LoaderConfig
 from sgc.model.losses import build_loss
-from sgc.model.unet import build_model
+from sgc.model.unet import UNet
 from sgc.patches.planfile import read_plan
-from sgc.patches.stream import PatchStream, StreamSettings
+from sgc.patches.stream import PatchStream
 from sgc.train.checkpoint import load_checkpoint
 from sgc.train.loop import LAST, label_counts, train_step
 from tests.train.conftest import tiny_config
@@ -36,7 +37,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 def all_patches(store: Path, plan_path: Path) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """Every train patch by plan row, as the stream serves them without augmentation."""
     stream = PatchStream(
-        store, plan_path, "train", StreamSettings(batch_size=64, shuffle=False), with_index=True
+        store, plan_path, "train", LoaderConfig(batch_size=64, augment=False), shuffle=False, with_index=True
     )
     images, labels = {}, {}
     for image, label, rows in stream:
@@ -57,7 +58,7 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tiny_run, tmp_pa
     plan = read_plan(plan_path)
     images, labels = all_patches(store, plan_path)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
+    model = UNet(cfg.model)
     loss_fn = build_loss(cfg.loss, label_counts(plan))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
@@ -79,7 +80,7 @@ def test_sgc_train_runs_under_torchrun(tiny_run, tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump({"name": "tiny", "train": train_cfg}))
     run = tmp_path / "run"
     result = torchrun("-m", "sgc", "train", str(store), str(plan), "--out", str(run), "--config", str(config))
-    assert result.stdout.count("train: ") == 1  # one summary, from rank 0
+    assert result.stderr.count("train: ") == 1  # one summary, from rank 0
     checkpoint = load_checkpoint(run / LAST)
     assert checkpoint["world_size"] == 2 and checkpoint["state"]["finished"]
     with (run / "metrics.csv").open() as f:

@@ -12,8 +12,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from sgc.errors import SgcError
+from sgc.evaluate.metrics import ConfusionMatrix
 from sgc.train.distributed import DistInfo, all_reduce_sum, amp_dtype, broadcast_object, cleanup, setup
-from sgc.train.metrics import ConfusionMatrix
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -111,7 +111,7 @@ def _worker(local_rank: int, port: int, out_dir: str) -> None:
     t = all_reduce_sum(torch.tensor([float(info.rank + 1), 10.0]))
     cm = ConfusionMatrix()
     cm.update(torch.full((1, 2, 2), info.rank), torch.full((1, 2, 2), info.rank))
-    counts = cm.reduce_().counts.tolist()
+    counts = all_reduce_sum(cm.counts).tolist()
     shared = broadcast_object({"from": info.rank} if info.is_main else None)
     cleanup()
     report = {

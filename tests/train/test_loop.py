@@ -15,8 +15,11 @@ import pytest
 import torch
 import yaml
 
-from sgc.patches.planfile import read_plan
-from sgc.train.checkpoint import load_checkpoint
+from sgc import __version__
+from sgc.classes import CLASS_NAMES
+from sgc.model.unet import UNet
+from sgc.patches.planfile import read_plan, write_plan
+from sgc.train.checkpoint import load_checkpoint, load_model
 from sgc.train.loop import BEST, LAST, TrainError, label_counts, train
 from tests.train.conftest import tiny_config
 
@@ -25,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_training_writes_metrics_and_checkpoints(tiny_run, tmp_path: Path) -> None:
     store, plan = tiny_run
-    result = train(store, plan, tmp_path / "run", tiny_config(), progress=False)
+    result = train(store, plan, tmp_path / "run", tiny_config())
     assert result.epochs == 3 and len(result.history) == 3
     with (tmp_path / "run" / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -41,25 +44,60 @@ def test_training_writes_metrics_and_checkpoints(tiny_run, tmp_path: Path) -> No
 
 def test_the_bright_objects_are_learned(tiny_run, tmp_path: Path) -> None:
     store, plan = tiny_run
-    result = train(store, plan, tmp_path / "run", tiny_config(epochs=20), progress=False)
+    result = train(store, plan, tmp_path / "run", tiny_config(epochs=20))
     assert result.history[-1]["val_f1_star"] > 0.9
     assert result.history[-1]["val_f1_galaxy"] > 0.8
 
 
 def test_a_folder_with_a_run_is_not_overwritten(tiny_run, tmp_path: Path) -> None:
     store, plan = tiny_run
-    train(store, plan, tmp_path / "run", tiny_config(epochs=1), progress=False)
+    train(store, plan, tmp_path / "run", tiny_config(epochs=1))
     with pytest.raises(TrainError, match="holds a run already"):
-        train(store, plan, tmp_path / "run", tiny_config(epochs=1), progress=False)
+        train(store, plan, tmp_path / "run", tiny_config(epochs=1))
     with pytest.raises(TrainError, match="other settings.*lr"):
-        train(store, plan, tmp_path / "run", tiny_config(epochs=1, lr=0.5), resume=True, progress=False)
+        train(store, plan, tmp_path / "run", tiny_config(epochs=1, lr=0.5), resume=True)
+
+
+def test_a_run_is_not_resumed_on_another_plan(tiny_run, tmp_path: Path) -> None:
+    store, plan_path = tiny_run
+    train(store, plan_path, tmp_path / "run", tiny_config(epochs=1))
+    other = read_plan(plan_path)
+    other.normalisation["r"]["median"] += 1.0
+    changed = write_plan(other, tmp_path / "other-plan.zarr")
+    with pytest.raises(TrainError, match="trained on another patch plan"):
+        train(store, changed, tmp_path / "run", tiny_config(epochs=1), resume=True)
+
+
+def test_a_checkpoint_carries_what_inference_needs(tiny_run, tmp_path: Path) -> None:
+    store, plan_path = tiny_run
+    cfg = tiny_config(epochs=1)
+    train(store, plan_path, tmp_path / "run", cfg)
+    plan = read_plan(plan_path)
+    moved = tmp_path / "elsewhere.pt"
+    (tmp_path / "run" / BEST).rename(moved)  # no run folder, no plan, no store needed
+    model, spec = load_model(moved)
+    assert spec.model == cfg.model and spec.patch == plan.patch and spec.sgc_version == __version__
+    assert spec.bands == ("u", "g", "r", "i", "z") and spec.classes == CLASS_NAMES
+    for band, stats in plan.normalisation.items():
+        assert spec.normalisation[band] == {"median": stats["median"], "robust_sigma": stats["robust_sigma"]}
+    scale, offset = spec.scaling()
+    np.testing.assert_allclose(
+        offset / scale, [-plan.normalisation[b]["median"] for b in spec.bands], rtol=1e-6
+    )
+    assert not model.training
+    reference = UNet(cfg.model)
+    reference.load_state_dict(load_checkpoint(moved)["model"])
+    reference.eval()
+    x = torch.randn(2, 5, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
 
 
 def test_resuming_a_finished_run_does_nothing(tiny_run, tmp_path: Path) -> None:
     store, plan = tiny_run
-    train(store, plan, tmp_path / "run", tiny_config(epochs=1), progress=False)
+    train(store, plan, tmp_path / "run", tiny_config(epochs=1))
     before = (tmp_path / "run" / LAST).read_bytes()
-    result = train(store, plan, tmp_path / "run", tiny_config(epochs=1), resume=True, progress=False)
+    result = train(store, plan, tmp_path / "run", tiny_config(epochs=1), resume=True)
     assert result.history == [] and (tmp_path / "run" / LAST).read_bytes() == before
 
 
@@ -121,7 +159,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_run, tmp_path: Path) -> N
         capture_output=True,
         text=True,
     )
-    assert "4 epochs" in resumed.stdout
+    assert "4 epochs" in resumed.stderr
     expected, got = _final_weights(straight), _final_weights(killed)
     assert expected.keys() == got.keys()
     for name in expected:

@@ -1,0 +1,1 @@
+"""Scoring a model: metric definitions (pixel, per-patch and object level)."""

@@ -1,0 +1,574 @@
+"""The stage table: what each stage reads and writes, whether it is complete, and how to run it.
+
+``sgc run`` walks :data:`STAGES` in order and the per-stage commands (``sgc label STORE``, ...) run one
+entry of it, so a stage is wired once. Every stage has the same signature: it takes a
+:class:`StageContext` (the run's config, its paths from :class:`~sgc.config.RunPaths`, and the run's Dask
+client) and returns a :class:`StageResult` with ``ok``, a one-line summary and a JSON record.
+
+A stage that finished writes its record to ``PATHS.stages/NAME.json``, with the fingerprint of its inputs
+(the settings it depends on, and the state of the outputs of the stages it reads) and the state of its own
+output. ``sgc run`` skips a stage whose record is ok, whose fingerprint matches the inputs as they are now,
+and whose output is still as it left it; changing a label setting therefore redoes the labels, the plan and
+the training on it, and nothing before. The first three stages check their outputs directly (every file
+simulated, downloaded, every field ingested), since those are cheap to check and resume by themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from sgc.atomic import atomic_write
+from sgc.compute import Compute
+from sgc.config import RunConfig, RunPaths, config_digest, save_config
+from sgc.cube.store import EXCLUDE, LABEL, CubeStore
+from sgc.errors import SgcError
+from sgc.sdss.discover import Inventory, find_catalogs, find_raw
+from sgc.sdss.names import FieldId
+
+log = logging.getLogger(__name__)
+
+
+class StageError(SgcError):
+    """A stage that cannot run as asked, or that finished with work undone (its summary says what)."""
+
+
+@dataclass
+class StageResult:
+    """What a stage did.
+
+    Attributes:
+        ok: whether it left its output complete.
+        summary: one line for the terminal.
+        record: JSON-able facts, written to the stage's record.
+        details: further lines for the log (per field, per file), as the stage's own report words them.
+        skipped: the stage was complete and did not run.
+    """
+
+    ok: bool
+    summary: str
+    record: dict[str, Any] = field(default_factory=dict)
+    details: list[str] = field(default_factory=list)
+    skipped: bool = False
+
+
+@dataclass
+class StageContext:
+    """What a stage runs with.
+
+    Attributes:
+        cfg: the run's config.
+        paths: every path of the run.
+        compute: the run's Dask client, started by the first stage that needs it.
+        resume: training goes on from what a killed run left; False refuses a run folder holding a run.
+    """
+
+    cfg: RunConfig
+    paths: RunPaths
+    compute: Compute
+    resume: bool = True
+
+    @cached_property
+    def inventory(self) -> Inventory:
+        """The frames and catalogues below the raw folder."""
+        return find_raw(self.paths.raw)
+
+    def catalogs(self) -> list[Path]:
+        """The run's catalogue files: those ``catalogs`` names, else those found below the raw folder."""
+        if self.cfg.catalogs:
+            return find_catalogs(self.cfg.catalogs)
+        return self.inventory.catalogs
+
+    def footprint_sources(self) -> list[Path]:
+        """Where the held-out fields' frames or headers are looked for: ``exclude.footprint_sources``, else
+        the raw folder."""
+        return list(self.cfg.exclude.footprint_sources) or [self.paths.raw]
+
+
+def context(
+    cfg: RunConfig, compute: Compute, store: str | Path | None = None, **paths: Path | None
+) -> StageContext:
+    """The context of a run, or of a stage command around an existing ``store``.
+
+    Around a store, outputs go where ``sgc run`` puts them beside it, and the raw folder is the one the store
+    was ingested from unless ``raw_dir`` is set. Paths given (``plan=``, ``run=``, ...) replace the computed
+    ones; ``None`` values are ignored.
+    """
+    run_paths = cfg.paths if store is None else cfg.paths_for_store(store)
+    given = {key: Path(value) for key, value in paths.items() if value is not None}
+    if store is not None and "raw" not in given and cfg.raw_dir is None and Path(store).exists():
+        recorded = CubeStore.open(store).raw_dir
+        if recorded is not None:
+            given["raw"] = recorded
+    return StageContext(cfg, dataclasses.replace(run_paths, **given), compute)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run.
+
+    Attributes:
+        name: the stage's name, also its command's.
+        help: what it does, in one line.
+        run: carries the stage out.
+        after: stages whose outputs it reads.
+        settings: what its output depends on besides those outputs (JSON-able).
+        state: what its output is now (JSON-able, cheap to read), None where there is none.
+        applies: whether the stage belongs to a run of this config at all.
+        complete: a direct check of the output, for stages that do not keep records.
+    """
+
+    name: str
+    help: str
+    run: Callable[[StageContext], StageResult]
+    after: tuple[str, ...] = ()
+    settings: Callable[[StageContext], Any] = lambda ctx: None
+    state: Callable[[StageContext], Any] = lambda ctx: None
+    applies: Callable[[RunConfig], bool] = lambda cfg: True
+    complete: Callable[[StageContext], bool] | None = None
+
+    def fingerprint(self, ctx: StageContext) -> str:
+        """A digest of the stage's inputs as they are now."""
+        upstream = {name: STAGES[name].state(ctx) for name in self.after}
+        return config_digest({"settings": self.settings(ctx), "upstream": upstream})
+
+    def is_complete(self, ctx: StageContext) -> bool:
+        """Whether the stage's output is complete and made from its inputs as they are now."""
+        if self.complete is not None:
+            return self.complete(ctx)
+        record = read_record(ctx.paths, self.name)
+        return (
+            record is not None
+            and record.get("ok") is True
+            and record.get("inputs") == self.fingerprint(ctx)
+            and record.get("state") == _jsonable(self.state(ctx))
+        )
+
+
+def read_record(paths: RunPaths, name: str) -> dict[str, Any] | None:
+    """A stage's record (``PATHS.stages/NAME.json``), None where there is none or it is unreadable."""
+    path = paths.stages / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _is_main_process() -> bool:
+    # Under torchrun every rank runs the train stage; one record, from rank 0.
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run_stage(stage: Stage, ctx: StageContext) -> StageResult:
+    """Run one stage, log its summary and write its record (if it keeps one).
+
+    Raises:
+        SgcError: from the stage, for input it cannot use.
+    """
+    inputs = stage.fingerprint(ctx) if stage.complete is None else None
+    log.debug("%s: starting", stage.name)
+    result = stage.run(ctx)
+    level = logging.INFO if result.ok else logging.ERROR
+    log.log(level, "%s: %s", stage.name, result.summary)
+    for line in result.details:
+        log.log(level, "  %s", line.lstrip())
+    # Stages that check their outputs directly keep no record.
+    if stage.complete is None and _is_main_process():
+        record = {
+            "stage": stage.name,
+            "ok": result.ok,
+            "summary": result.summary,
+            "record": result.record,
+            "inputs": inputs,
+            "state": stage.state(ctx) if result.ok else None,
+        }
+        with atomic_write(ctx.paths.stages / f"{stage.name}.json", "w", sync=False) as f:
+            f.write(json.dumps(_jsonable(record), indent=1) + "\n")
+    return result
+
+
+def run_all(cfg: RunConfig) -> list[StageResult]:
+    """Carry out every stage of ``cfg`` in order, skipping those that are complete.
+
+    Raises:
+        StageError: at the first stage that left work undone; outputs already complete are kept.
+        SgcError: for input a stage cannot use.
+    """
+    paths = cfg.paths
+    paths.out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, paths.out_dir, "run")
+    results = []
+    with Compute(cfg.compute) as compute:
+        ctx = StageContext(cfg, paths, compute)
+        for stage in STAGES.values():
+            if not stage.applies(cfg):
+                continue
+            if stage.is_complete(ctx):
+                log.info("%s: complete, skipped", stage.name)
+                results.append(StageResult(True, "complete, skipped", skipped=True))
+                continue
+            result = run_stage(stage, ctx)
+            results.append(result)
+            if not result.ok:
+                raise StageError(f"{stage.name}: {result.summary}")
+    return results
+
+
+# The stages, in the order of a run.
+
+
+def _simulate(ctx: StageContext) -> StageResult:
+    from sgc.sim.simulate import simulate_mirror
+
+    fields = simulate_mirror(ctx.cfg.simulate, ctx.paths.mirror)
+    return StageResult(
+        True,
+        f"{len(fields)} field(s) in {ctx.paths.mirror}: {', '.join(map(str, fields))}",
+        {"mirror": str(ctx.paths.mirror), "fields": [str(f) for f in fields]},
+    )
+
+
+def _simulated(ctx: StageContext) -> bool:
+    from sgc.sim.simulate import mirror_fields
+
+    return mirror_fields(ctx.cfg.simulate, ctx.paths.mirror) is not None
+
+
+def _download_fields(ctx: StageContext) -> list[FieldId]:
+    """The fields to fetch: ``download.fields``, else (offline) every simulated field."""
+    from sgc.sim.simulate import mirror_fields
+
+    listed = [FieldId.parse(f) for f in ctx.cfg.download.fields]
+    if listed or ctx.cfg.source != "simulate":
+        return listed
+    simulated = mirror_fields(ctx.cfg.simulate, ctx.paths.mirror)
+    if simulated is None:
+        raise StageError(f"{ctx.paths.mirror}: no complete simulated mirror to download from; simulate first")
+    return simulated
+
+
+@contextmanager
+def _base_url(ctx: StageContext) -> Iterator[str]:
+    """Where to download from: ``download.base_url``, or the simulated mirror served over real HTTP, so that
+    the offline demo runs the same downloader as SDSS."""
+    if ctx.cfg.source != "simulate":
+        yield ctx.cfg.download.base_url
+        return
+    from sgc.sdss.mirror import serve_directory
+
+    with serve_directory(ctx.paths.mirror) as url:
+        log.debug("serving the simulated mirror at %s", url)
+        yield url
+
+
+def _download(ctx: StageContext) -> StageResult:
+    from sgc.sdss.download import download
+
+    dl, raw = ctx.cfg.download, ctx.paths.raw
+    fields = _download_fields(ctx)
+    save_config(dl, raw, "download")
+    with _base_url(ctx) as url:
+        summary = download(
+            fields,
+            raw,
+            base_url=url,
+            jobs=dl.jobs,
+            retries=dl.retries,
+            timeout=dl.timeout,
+            include_catalogs=dl.catalogs,
+        )
+    lines = summary.format().splitlines()
+    failed = len(summary.failed)
+    line = f"{len(summary.results)} file(s) in {raw}" + (
+        f", {failed} failed; rerun to resume" if failed else ""
+    )
+    return StageResult(
+        summary.ok, line, {"raw": str(raw), "files": len(summary.results), "failed": failed}, lines
+    )
+
+
+def _downloaded(ctx: StageContext) -> bool:
+    from sgc.sdss.download import plan_downloads
+
+    try:
+        fields = _download_fields(ctx)
+    except StageError:
+        return False
+    planned = plan_downloads(fields, out_dir=ctx.paths.raw, include_catalogs=ctx.cfg.download.catalogs)
+    return bool(planned) and all(item.dest.exists() for item in planned)
+
+
+def _ingest(ctx: StageContext) -> StageResult:
+    from sgc.cube.ingest import ingest
+
+    raw, store = ctx.paths.raw, ctx.paths.store
+    if not raw.is_dir():
+        raise StageError(f"{raw}: raw data folder does not exist")
+    found = f"raw data in {raw}: {ctx.inventory.format()}"
+    summary = ingest(raw, store, ctx.cfg.ingest, ctx.compute)
+    save_config(ctx.cfg.ingest, store.parent, f"ingest-{store.stem}")
+    head, *rest = summary.format().splitlines()
+    record = {
+        "store": str(store),
+        "stored": [r.field for r in summary.results if r.status == "stored"],
+        "failed": {r.field: r.error for r in summary.failed},
+        "incomplete": summary.incomplete,
+    }
+    return StageResult(summary.ok, head, record, [*found.splitlines(), *rest])
+
+
+def _ingested(ctx: StageContext) -> bool:
+    from sgc.cube.ingest import plan_ingest
+
+    store = ctx.paths.store
+    if not (store.exists() and ctx.paths.raw.is_dir()):
+        return False
+    complete, incomplete = plan_ingest(ctx.paths.raw, ctx.cfg.ingest.fields)
+    return not incomplete and set(complete) <= set(CubeStore.open(store).done_fields())
+
+
+def _store_state(ctx: StageContext) -> Any:
+    store = ctx.paths.store
+    return CubeStore.open(store).done_fields() if store.exists() else None
+
+
+def _stats(ctx: StageContext) -> StageResult:
+    from sgc.cube.stats import compute_stats, write_stats
+    from sgc.report.cube_figures import catalog_overlay, irg_before_after, object_positions
+    from sgc.sdss.catalogs import read_catalogs
+
+    store, out, catalogs = ctx.paths.store, ctx.paths.stats, ctx.catalogs()
+    with ctx.compute.stage("stats"):
+        stats = compute_stats(store, catalogs or None)
+    path = write_stats(stats, out)
+    figures = []
+    shown = next(iter(stats["fields"]), None)
+    if shown is not None and ctx.paths.raw.is_dir():
+        figures.append(irg_before_after(store, shown, ctx.paths.raw, out / "irg-before-after.png"))
+    if catalogs:
+        table = read_catalogs(catalogs)
+        if shown is not None:
+            figures.append(catalog_overlay(store, shown, table, out / "catalog-overlay.png"))
+        figures.append(object_positions(store, table, out / "object-positions.png"))
+    record = {"stats": str(path), "figures": [str(f) for f in figures]}
+    return StageResult(True, f"{path}", record, [f"figure: {f}" for f in figures])
+
+
+def _file_state(path: Path) -> Any:
+    """A file's digest, None where it is missing: what a downstream stage's fingerprint sees of it."""
+    return config_digest(path.read_text()) if path.is_file() else None
+
+
+def _label(ctx: StageContext) -> StageResult:
+    from sgc.masks.labels import label_store
+
+    catalogs = ctx.catalogs()
+    if not catalogs:
+        raise StageError(
+            f"no catalogue files (calibObj-*, photoObj-*, catalog-*.fits) in {ctx.paths.raw}; give catalogs"
+        )
+    with ctx.compute.stage("label"):
+        summary = label_store(ctx.paths.store, catalogs, ctx.cfg.label)
+    head, *rest = summary.format().splitlines()
+    record = {"catalogs": [str(p) for p in catalogs], "objects": summary.painted, "outside": summary.outside}
+    return StageResult(True, head, record, rest)
+
+
+def _array_state(name: str) -> Callable[[StageContext], Any]:
+    """The attributes an array of the store records (what it was computed for and from)."""
+
+    def state(ctx: StageContext) -> Any:
+        store = ctx.paths.store
+        return config_digest(CubeStore.open(store).record(name)) if store.exists() else None
+
+    return state
+
+
+def _exclude(ctx: StageContext) -> StageResult:
+    from sgc.masks.exclusion import exclude_store
+
+    with ctx.compute.stage("exclude"):
+        summary = exclude_store(
+            ctx.paths.store, ctx.cfg.test_fields, ctx.footprint_sources(), ctx.cfg.exclude
+        )
+    head, *rest = summary.format().splitlines()
+    return StageResult(True, head, {"footprints": summary.footprints, "excluded": summary.excluded}, rest)
+
+
+def _split(ctx: StageContext) -> StageResult:
+    from sgc.patches.plan import make_plan
+    from sgc.patches.planfile import write_plan
+    from sgc.report.split import write_split_report
+
+    store, plan_path = ctx.paths.store, ctx.paths.plan
+    with ctx.compute.stage("split"):
+        plan = make_plan(store, ctx.cfg.split, ctx.cfg.test_fields)
+    write_plan(plan, plan_path)
+    report = write_split_report(plan, store, ctx.paths.plan_report, catalogs=ctx.catalogs())
+    counts = ", ".join(f"{split} {v['kept']}" for split, v in plan.summary.items())
+    record = {
+        "plan": str(plan_path),
+        "patches": plan.summary,
+        "report": {k: str(v) for k, v in report.items()},
+    }
+    return StageResult(
+        True, f"{plan_path}: patches {counts}", record, [f"{k}: {v}" for k, v in report.items()]
+    )
+
+
+def _plan_state(ctx: StageContext) -> Any:
+    from sgc.patches.planfile import PlanFileError, read_plan
+
+    try:
+        return config_digest(read_plan(ctx.paths.plan).attrs())
+    except PlanFileError:
+        return None
+
+
+def _audit(ctx: StageContext) -> StageResult:
+    from sgc.patches.audit import audit_plan
+    from sgc.patches.planfile import read_plan
+
+    with ctx.compute.stage("audit"):
+        result = audit_plan(
+            read_plan(ctx.paths.plan),
+            ctx.paths.store,
+            ctx.cfg.test_fields,
+            ctx.footprint_sources(),
+            ctx.cfg.exclude.margin_arcsec,
+        )
+    head, *rest = result.format().splitlines()
+    record = {
+        "ok": result.ok,
+        "patches": result.patches,
+        "leaks": len(result.leaks),
+        "regions": result.regions,
+    }
+    return StageResult(result.ok, head, record, rest)
+
+
+def _train(ctx: StageContext) -> StageResult:
+    from sgc.train.loop import train
+
+    result = train(ctx.paths.store, ctx.paths.plan, ctx.paths.run, ctx.cfg.train, resume=ctx.resume)
+    record = {
+        "run": str(ctx.paths.run),
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "best_score": result.best_score,
+        "stopped_early": result.stopped_early,
+    }
+    return StageResult(True, result.format(), record)
+
+
+def _checkpoint_state(ctx: StageContext) -> Any:
+    from sgc.train.loop import BEST
+
+    best = ctx.paths.run / BEST
+    return [best.stat().st_size, best.stat().st_mtime_ns] if best.is_file() else None
+
+
+def _catalog_names(ctx: StageContext) -> list[str]:
+    return [str(p) for p in ctx.catalogs()]
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage(
+            "simulate",
+            "write simulated SDSS frames and calibObj catalogues (the truth) in the SAS layout",
+            _simulate,
+            applies=lambda cfg: cfg.source == "simulate",
+            complete=_simulated,
+        ),
+        Stage(
+            "download",
+            "fetch frames and calibObj files: parallel, resumable, verified",
+            _download,
+            applies=lambda cfg: cfg.source in ("simulate", "sdss"),
+            complete=_downloaded,
+        ),
+        Stage(
+            "ingest",
+            "align the five bands of every field onto its i-band grid, into one Zarr store",
+            _ingest,
+            state=_store_state,
+            complete=_ingested,
+        ),
+        Stage(
+            "stats",
+            "per-band statistics, object counts per field, JSON and PNG figures",
+            _stats,
+            after=("ingest",),
+            settings=_catalog_names,
+            state=lambda ctx: _file_state(ctx.paths.stats / "stats.json"),
+        ),
+        Stage(
+            "label",
+            "paint catalogue stars and galaxies into the store's labels",
+            _label,
+            after=("ingest",),
+            settings=lambda ctx: {
+                "label": ctx.cfg.label.model_dump(mode="json"),
+                "catalogs": _catalog_names(ctx),
+            },
+            state=_array_state(LABEL),
+        ),
+        Stage(
+            "exclude",
+            "mark the pixels whose sky lies in a held-out field's footprint",
+            _exclude,
+            after=("ingest",),
+            settings=lambda ctx: {
+                "test_fields": ctx.cfg.test_fields,
+                "exclude": ctx.cfg.exclude.model_dump(mode="json"),
+                "sources": [str(p) for p in ctx.footprint_sources()],
+            },
+            state=_array_state(EXCLUDE),
+        ),
+        Stage(
+            "split",
+            "plan patches with train / validation / test splits, normalisation from train, and a report",
+            _split,
+            after=("label", "exclude"),
+            settings=lambda ctx: {
+                "split": ctx.cfg.split.model_dump(mode="json"),
+                "test_fields": ctx.cfg.test_fields,
+                "catalogs": _catalog_names(ctx),
+            },
+            state=_plan_state,
+        ),
+        Stage(
+            "audit",
+            "check, without the masks, that no train or validation pixel is on held-out sky",
+            _audit,
+            after=("split",),
+            settings=lambda ctx: {
+                "test_fields": ctx.cfg.test_fields,
+                "margin": ctx.cfg.exclude.margin_arcsec,
+                "sources": [str(p) for p in ctx.footprint_sources()],
+            },
+        ),
+        Stage(
+            "train",
+            "train the U-Net on the plan's train patches (DDP under torchrun)",
+            _train,
+            after=("split",),
+            settings=lambda ctx: ctx.cfg.train.model_dump(mode="json", exclude={"patience"}),
+            state=_checkpoint_state,
+        ),
+    )
+}

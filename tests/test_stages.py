@@ -1,0 +1,107 @@
+"""The stage table: one signature, records, and completeness from the inputs as they are now."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sgc.compute import Compute
+from sgc.config import load_config
+from sgc.cube.store import ATTR_RAW_DIR, LABEL, CubeStore
+from sgc.stages import STAGES, context, read_record, run_stage
+from tests.patches.synthetic import build_store, random_field, tan_header
+
+FIELDS = ("009001-3-0011", "009001-3-0012", "009001-3-0013")
+SHAPE = (64, 96)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """Three labelled fields far apart on the sky, the third held out (its footprint: its stored grid)."""
+    rng = np.random.default_rng(1)
+    fields = {name: random_field(rng, SHAPE, tan_header(SHAPE, ra=150 + k)) for k, name in enumerate(FIELDS)}
+    return build_store(tmp_path / "run.zarr", fields)
+
+
+def _config(tmp_path: Path, *overrides: str):
+    base = [
+        f"test_fields=[{FIELDS[2]}]",
+        f"runs_dir={tmp_path / 'runs'}",
+        f"exclude.footprint_sources=[{tmp_path}]",
+        "split.patch=16",
+        "split.stride=16",
+        f"split.train_fields=[{FIELDS[0]}]",
+        f"split.val_fields=[{FIELDS[1]}]",
+    ]
+    return load_config(None, [*base, *overrides])
+
+
+def test_a_stage_records_its_result_and_is_complete_until_its_inputs_change(
+    store: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tmp_path)
+    with Compute(cfg.compute) as compute:
+        ctx = context(cfg, compute, store)
+        assert ctx.paths.plan == tmp_path / "run" / "plan.zarr"  # beside the store, as sgc run puts it
+        assert not STAGES["split"].is_complete(ctx)
+        result = run_stage(STAGES["split"], ctx)
+        assert result.ok and result.summary.startswith(f"{ctx.paths.plan}: patches train 24, val 24, test 24")
+        record = read_record(ctx.paths, "split")
+        assert (
+            record["ok"]
+            and record["summary"] == result.summary
+            and record["record"]["plan"] == str(ctx.paths.plan)
+        )
+        json.dumps(record)  # plain JSON
+        assert STAGES["split"].is_complete(ctx)
+        audit = run_stage(STAGES["audit"], ctx)
+        assert audit.ok and STAGES["audit"].is_complete(ctx)
+
+        # Another setting of the stage itself: the split must be made again, the audit still holds.
+        reseeded = context(_config(tmp_path, "split.seed=4"), compute, store)
+        assert not STAGES["split"].is_complete(reseeded) and STAGES["audit"].is_complete(reseeded)
+
+        # An upstream output that changed (the labels redone with other settings): split, then audit.
+        CubeStore.open(store, "r+")[LABEL].attrs["settings"] = {"mode": "point"}
+        assert not STAGES["split"].is_complete(ctx)
+        run_stage(STAGES["split"], ctx)
+        assert STAGES["split"].is_complete(ctx)
+        # The plan came out the same (the labels' pixels did not change), so the audit of it still holds.
+        assert STAGES["audit"].is_complete(ctx)
+
+        # An output removed behind the run's back.
+        shutil.rmtree(ctx.paths.plan)
+        assert not STAGES["split"].is_complete(ctx) and not STAGES["audit"].is_complete(ctx)
+
+
+def test_a_failed_stage_is_recorded_as_not_complete(store: Path, tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    with Compute(cfg.compute) as compute:
+        ctx = context(cfg, compute, store)
+        run_stage(STAGES["split"], ctx)
+        from sgc.patches.planfile import read_plan, write_plan
+
+        plan = read_plan(ctx.paths.plan)
+        plan.table["split"][0] = "train"
+        plan.table["y0"][0], plan.table["x0"][0] = 0, 0
+        plan.table["field"][0], plan.table["field_index"][0] = FIELDS[2], 2  # a train patch on held-out sky
+        write_plan(plan, ctx.paths.plan)
+        result = run_stage(STAGES["audit"], ctx)
+        assert not result.ok and "LEAK" in result.summary
+        assert read_record(ctx.paths, "audit")["ok"] is False
+        assert not STAGES["audit"].is_complete(ctx)
+
+
+def test_stage_commands_read_the_raw_folder_the_store_records(store: Path, tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    CubeStore.open(store, "r+").attrs[ATTR_RAW_DIR] = str(tmp_path / "raw-elsewhere")
+    with Compute(cfg.compute) as compute:
+        assert context(cfg, compute, store).paths.raw == tmp_path / "raw-elsewhere"
+        given = context(cfg, compute, store, raw=tmp_path / "mine")
+        assert given.paths.raw == tmp_path / "mine"
+        explicit = _config(tmp_path, f"raw_dir={tmp_path / 'configured'}")
+        assert context(explicit, compute, store).paths.raw == tmp_path / "configured"
