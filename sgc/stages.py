@@ -480,6 +480,11 @@ def _checkpoint_state(ctx: StageContext) -> Any:
     return [best.stat().st_size, best.stat().st_mtime_ns] if best.is_file() else None
 
 
+def _held_out(ctx: StageContext) -> dict[str, Any]:
+    """The held-out fields and where their footprints are looked for."""
+    return {"test_fields": ctx.cfg.test_fields, "sources": [str(p) for p in ctx.footprint_sources()]}
+
+
 def _catalog_names(ctx: StageContext) -> list[str]:
     return [str(p) for p in ctx.catalogs()]
 
@@ -532,11 +537,7 @@ STAGES: dict[str, Stage] = {
             "mark the pixels whose sky lies in a held-out field's footprint",
             _exclude,
             after=("ingest",),
-            settings=lambda ctx: {
-                "test_fields": ctx.cfg.test_fields,
-                "exclude": ctx.cfg.exclude.model_dump(mode="json"),
-                "sources": [str(p) for p in ctx.footprint_sources()],
-            },
+            settings=lambda ctx: _held_out(ctx) | {"exclude": ctx.cfg.exclude.model_dump(mode="json")},
             state=_array_state(EXCLUDE),
         ),
         Stage(
@@ -556,11 +557,7 @@ STAGES: dict[str, Stage] = {
             "check, without the masks, that no train or validation pixel is on held-out sky",
             _audit,
             after=("split",),
-            settings=lambda ctx: {
-                "test_fields": ctx.cfg.test_fields,
-                "margin": ctx.cfg.exclude.margin_arcsec,
-                "sources": [str(p) for p in ctx.footprint_sources()],
-            },
+            settings=lambda ctx: _held_out(ctx) | {"margin": ctx.cfg.exclude.margin_arcsec},
         ),
         Stage(
             "train",

@@ -239,14 +239,9 @@ def exclusion_figure(store: str | Path, field: str, out: str | Path) -> Path:
     Raises:
         StoreError: if the store does not hold the field.
     """
-    cube = CubeStore.open(store)
-    slot = cube.slot(field)
+    fig, ax, cube, slot, exclude = _field_over_i_band(store, field)
     name = cube.fields[slot]
-    exclude = cube[EXCLUDE][slot]
     invalid = ~cube[VALID][slot]
-    fig = _field_figure(exclude.shape)
-    ax = fig.subplots()
-    _show_i_band(ax, cube, slot)
     _overlay(ax, (exclude, EXCLUDED_RGBA), (invalid, INVALID_RGBA))
     handles = [
         Patch(color=EXCLUDED_RGBA, label=f"excluded: held-out sky ({exclude.mean():.1%})"),
@@ -266,14 +261,9 @@ def patch_grid_figure(store: str | Path, plan: PatchPlan, field: str, out: str |
     Raises:
         StoreError: if the store does not hold the field.
     """
-    cube = CubeStore.open(store)
-    slot = cube.slot(field)
+    fig, ax, cube, slot, exclude = _field_over_i_band(store, field)
     name = cube.fields[slot]
     rows = plan.table[plan.table["field"] == name]
-    exclude = cube[EXCLUDE][slot]
-    fig = _field_figure(exclude.shape)
-    ax = fig.subplots()
-    _show_i_band(ax, cube, slot)
     _overlay(ax, (exclude, EXCLUDED_RGBA))
     p = plan.patch
     for patch in rows:
@@ -326,6 +316,21 @@ def _figure_field(plan: PatchPlan, cube: CubeStore) -> str:
         if cube[EXCLUDE][names.index(field)].any():
             return field
     return str(plan.table["field"][0])
+
+
+def _field_over_i_band(store: str | Path, field: str) -> tuple[Figure, Any, CubeStore, int, np.ndarray]:
+    """A figure showing a field's i band, and the field's slot and exclusion mask to draw over it.
+
+    Raises:
+        StoreError: if the store does not hold the field.
+    """
+    cube = CubeStore.open(store)
+    slot = cube.slot(field)
+    exclude = cube[EXCLUDE][slot]
+    fig = _field_figure(exclude.shape)
+    ax = fig.subplots()
+    _show_i_band(ax, cube, slot)
+    return fig, ax, cube, slot, exclude
 
 
 def _field_figure(shape: tuple[int, int]) -> Figure:
