@@ -9,12 +9,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+# The process's umask, read once at import (setting it is the only way to read it, and not thread-safe):
+# mkstemp makes files private (0600), and a file sgc writes should get what the user's umask gives.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", sync: bool = True, **open_args: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it onto ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was. The file gets the
+    permissions the umask gives a new file (``0666`` less the umask), like any file ``open`` creates.
 
     Args:
         path: the file to write; its folder is created if missing.
@@ -28,6 +34,7 @@ def atomic_write(path: str | Path, mode: str = "wb", sync: bool = True, **open_a
     # Beside the destination, so that os.replace is a rename within one filesystem.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode, **open_args) as f:
             yield f
             if sync:

@@ -125,9 +125,14 @@ def _say_held_out(cfg: RunConfig, config: Path | None, given: list[str] | None) 
 
 
 def _run_stage(
-    name: str, cfg: RunConfig, store: Path | None = None, resume: bool = True, **paths: Path | None
+    names: str | tuple[str, ...],
+    cfg: RunConfig,
+    store: Path | None = None,
+    resume: bool = True,
+    **paths: Path | None,
 ) -> None:
-    """Run one stage of the table around ``store`` (or the config's paths); exit 1 if it left work undone."""
+    """Run a stage of the table (or several, in order) around ``store`` (or the config's paths); exit 1 at
+    the first that left work undone."""
     from sgc.compute import Compute
     from sgc.stages import context, run_stage
 
@@ -135,11 +140,11 @@ def _run_stage(
         with Compute(cfg.compute) as compute:
             ctx = context(cfg, compute, store, **paths)
             ctx.resume = resume
-            result = run_stage(STAGES[name], ctx)
+            for name in (names,) if isinstance(names, str) else names:
+                if not run_stage(STAGES[name], ctx).ok:
+                    raise typer.Exit(code=1)
     except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
-    if not result.ok:
-        raise typer.Exit(code=1)
 
 
 def _version(value: bool) -> None:
@@ -177,6 +182,18 @@ def run(
     except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"done in {time.perf_counter() - start:.1f} s: outputs in {cfg.paths.out_dir}")
+    _say_results(cfg)
+
+
+def _say_results(cfg: RunConfig) -> None:
+    """The report's path and the headline object metrics of every method scored."""
+    from sgc.report.html import INDEX, headline, method_metrics
+
+    page = cfg.paths.report / INDEX
+    if page.is_file():
+        typer.echo(f"report: {page}")
+    for line in headline(method_metrics(cfg.paths.evaluation)):
+        typer.echo(line)
 
 
 @app.command("config")
@@ -432,3 +449,156 @@ def train(
     section = {"epochs": epochs, "lr": lr, "device": device, "seed": seed}
     cfg = _config(config, overrides, {"train": section})
     _run_stage("train", cfg, store, resume=resume, plan=plan, run=out)
+
+
+CheckpointArg = Annotated[Path, typer.Argument(help="a checkpoint written by sgc train (best.pt)")]
+FramesOpt = Annotated[
+    Path | None,
+    typer.Option(help="raw frames of any field (frame-BAND-...fits[.bz2]), aligned exactly as ingest does"),
+]
+FitsOpt = Annotated[
+    bool | None, typer.Option("--fits/--no-fits", help="also a FITS class map and probability cube per field")
+]
+
+
+def _frames_store(out: Path) -> Path:
+    """Where the cube of frames given to predict or evaluate is built: a store inside the output folder."""
+    return out / "frames.zarr"
+
+
+@app.command(help=STAGES["predict"].help)
+def predict(
+    checkpoint: CheckpointArg,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="output folder: predictions.zarr, objects.fits/.csv")
+    ],
+    store: Annotated[Path | None, typer.Option(help="the cube store whose fields to predict")] = None,
+    fields: Annotated[
+        list[str] | None, typer.Option("--fields", help="only these field ids (repeatable; default: all)")
+    ] = None,
+    frames: FramesOpt = None,
+    fits: FitsOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    _output(quiet, verbose)
+    if (store is None) == (frames is None):
+        raise _fail(SgcError("give the fields to predict as --store STORE or as --frames DIR"))
+    # Every field of the store unless --fields says which: no plan split decides here.
+    section = {"fields": fields, "splits": [], "fits": fits}
+    cfg = _config(
+        config, overrides, {"predict": section, "compute": {"workers": workers, "scheduler": scheduler}}
+    )
+    paths = {"checkpoint": checkpoint, "predictions": out}
+    if frames is not None:
+        _run_stage(("ingest", "predict"), cfg, _frames_store(out), raw=frames, **paths)
+    else:
+        _run_stage("predict", cfg, store, **paths)
+
+
+def _rows(text: str | None) -> list[int] | None:
+    """``A:B`` as ``[A, B]``."""
+    if text is None:
+        return None
+    first, sep, end = text.partition(":")
+    try:
+        return [int(first), int(end)] if sep else None
+    except ValueError:
+        return None
+
+
+@app.command(help=STAGES["evaluate"].help)
+def evaluate(
+    checkpoint: CheckpointArg,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="output folder: metrics.json, metrics.md, predictions")
+    ],
+    store: Annotated[Path | None, typer.Option(help="the cube store (with labels)")] = None,
+    plan: Annotated[Path | None, typer.Option(help="the patch plan whose split is scored")] = None,
+    split: Annotated[str | None, typer.Option(help="val, test or train (default: test)")] = None,
+    frames: FramesOpt = None,
+    catalog: Annotated[
+        list[Path] | None, typer.Option("--catalog", help="catalogue of the frames' field (repeatable)")
+    ] = None,
+    rows: Annotated[str | None, typer.Option(help="score only rows A:B of the stored grid")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    _output(quiet, verbose)
+    if (store is None) == (frames is None) or (store is not None and plan is None):
+        raise _fail(SgcError("give --store STORE --plan PLAN, or --frames DIR --catalog FILE"))
+    if frames is not None and not catalog:
+        raise _fail(SgcError("--frames needs the field's catalogue: --catalog FILE"))
+    if rows is not None and _rows(rows) is None:
+        raise _fail(SgcError(f"--rows {rows!r}: expected FIRST:END, such as 500:745"))
+    section = {"split": split, "rows": _rows(rows)}
+    split_names = [split] if split else None
+    updates = {
+        "catalogs": catalog,
+        "evaluate": section,
+        "predict": {"splits": split_names},
+        "baselines": {"reference": None, "classical": False},
+        "compute": {"workers": workers, "scheduler": scheduler},
+    }
+    cfg = _config(config, overrides, updates)
+    paths = {"checkpoint": checkpoint, "predictions": out / "predictions", "evaluation": out}
+    if frames is not None:
+        # A store of the frames alone, labelled from their catalogue; with no plan, rows are scored.
+        _run_stage(("ingest", "label", "predict", "evaluate"), cfg, _frames_store(out), raw=frames, **paths)
+    else:
+        _run_stage(("predict", "evaluate"), cfg, store, plan=plan, **paths)
+
+
+@app.command(help=STAGES["explain"].help)
+def explain(
+    checkpoint: CheckpointArg,
+    store: Annotated[Path, typer.Option(help="the cube store")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder for the figures")],
+    plan: Annotated[
+        Path | None, typer.Option(help="explain the busiest patches of a split of this plan")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="the plan's split (default: test)")] = None,
+    patches: Annotated[int | None, typer.Option(help="how many patches")] = None,
+    field: Annotated[str | None, typer.Option(help="explain a region of this field instead")] = None,
+    region: Annotated[str | None, typer.Option(help="the region: Y0:Y1,X0:X1 on the stored grid")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    _output(quiet, verbose)
+    box = None
+    if region is not None:
+        parts = [_rows(p) for p in region.split(",")]
+        if len(parts) != 2 or None in parts:
+            raise _fail(SgcError(f"--region {region!r}: expected Y0:Y1,X0:X1, such as 0:128,512:640"))
+        box = [*parts[0], *parts[1]]
+    if plan is None and field is None:
+        raise _fail(SgcError("give --plan PLAN (its busiest patches) or --field FIELD --region Y0:Y1,X0:X1"))
+    updates = {"explain": {"patches": patches, "field": field, "box": box}, "evaluate": {"split": split}}
+    cfg = _config(config, overrides, updates)
+    _run_stage("explain", cfg, store, checkpoint=checkpoint, plan=plan, explain=out)
+
+
+@app.command(help=STAGES["report"].help)
+def report(
+    run_folder: Annotated[
+        Path, typer.Argument(metavar="RUN", help="the run's output folder (stores/NAME), or its config file")
+    ],
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    from sgc.config import saved_config
+
+    _output(quiet, verbose)
+    cfg = _config(saved_config(run_folder, "run") if run_folder.is_dir() else run_folder, None)
+    _run_stage("report", cfg)
+    typer.echo(f"report: {cfg.paths.report}")

@@ -223,6 +223,26 @@ class ModelConfig(_Strict):
         3.0, gt=0, description="asinh stretch of the input: linear within this many sky sigmas, log beyond"
     )
 
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels on each side that an output pixel of the U-Net can depend on (an upper bound, measured
+        against the network in the tests).
+
+        Level ``l`` works at ``2**l`` pixels per step. Each 3x3 convolution reaches one step: two per level on
+        the way down (``depth + 1`` levels, the bottleneck included) and two per level on the way up; each 2x2
+        pooling reaches one more step of its finer level, and each 2x2 transposed convolution's output pixel
+        sits up to one step of its finer level away from the coarse pixel it comes from.
+        """
+        levels = range(self.depth)
+        return sum(2 * 2**level for level in range(self.depth + 1)) + sum(4 * 2**level for level in levels)
+
+    @property
+    def halo(self) -> int:
+        """The receptive radius rounded up to a multiple of ``2**depth``: the border a tile must drop for
+        tiled inference to equal whole-image inference."""
+        step = 2**self.depth
+        return -(-self.receptive_radius // step) * step
+
 
 class LossConfig(_Strict):
     """The training loss (``sgc.model.losses``)."""
@@ -258,6 +278,74 @@ class TrainConfig(_Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
 
 
+Split = Literal["train", "val", "test"]
+
+
+class PredictConfig(_Strict):
+    """Full-frame inference (``sgc predict``): stitched tiles, and the catalogue of predicted objects."""
+
+    fields: list[str] = Field(
+        default_factory=list, description="fields to predict; empty: the fields of `splits` in the plan"
+    )
+    splits: list[Split] = Field(
+        default_factory=lambda: ["test"],
+        description="the plan's splits whose fields sgc run predicts; empty: every field of the store",
+    )
+    tile: int = Field(
+        768, ge=16, description="largest tile edge in one forward pass, pixels (rounded to 2**depth)"
+    )
+    halo: int | None = Field(
+        None, ge=0, description="pixels of each tile's cut edges left out; empty: the receptive radius"
+    )
+    batch: int = Field(4, ge=1, description="tiles per forward pass")
+    device: Device = Field("auto", description="'auto': CUDA when present (whole fields in large batches)")
+    fits: bool = Field(False, description="also write a FITS class map and probability cube per field")
+    min_area: int = Field(3, ge=1, description="smallest predicted object kept in the catalogue, pixels")
+
+    _normalise_fields = field_validator("fields")(_field_ids)
+
+
+class EvaluateConfig(_Strict):
+    """Scoring against the catalogue (``sgc evaluate``); the metrics themselves are defined once, in
+    :mod:`sgc.evaluate.metrics`."""
+
+    split: Split = Field("test", description="the plan split sgc run scores")
+    rows: tuple[int, int] | None = Field(
+        None,
+        description="score rows [first, end) of the stored grid instead of a split (a field's own frames)",
+    )
+
+
+class BaselinesConfig(_Strict):
+    """What sgc run puts beside its model in the report: the 2023 recipe and a classical cut."""
+
+    reference: Path | None = Field(
+        None, description="a recipe (configs/reference2023.yaml) trained on the run's data; empty: none"
+    )
+    reference_set: list[str] = Field(
+        default_factory=list, description="dotted.key=value overrides of the recipe (train.epochs=4)"
+    )
+    classical: bool = Field(True, description="source detection and a concentration cut (sep)")
+
+
+class ExplainConfig(_Strict):
+    """Grad-CAM maps (``sgc explain``)."""
+
+    patches: int = Field(3, ge=0, description="test patches (those with most objects) shown in the report")
+    field: str | None = Field(None, description="explain a region of this field instead of test patches")
+    box: tuple[int, int, int, int] | None = Field(
+        None, description="the region of `field`: first row, end row, first column, end column"
+    )
+
+    @model_validator(mode="after")
+    def _box_with_field(self) -> ExplainConfig:
+        if (self.field is None) != (self.box is None):
+            raise ValueError("explain.field and explain.box go together")
+        if self.box is not None and not (0 <= self.box[0] < self.box[1] and 0 <= self.box[2] < self.box[3]):
+            raise ValueError(f"explain.box {list(self.box)}: first row < end row, first column < end column")
+        return self
+
+
 class RunConfig(_Strict):
     """The whole job that ``sgc run`` carries out.
 
@@ -289,6 +377,10 @@ class RunConfig(_Strict):
     exclude: ExcludeConfig = Field(default_factory=ExcludeConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
 
     _normalise_test_fields = field_validator("test_fields")(_field_ids)
 
@@ -320,6 +412,18 @@ class RunConfig(_Strict):
             )
         if self.source == "sdss" and not self.download.fields:
             raise ValueError("source 'sdss' needs download.fields: the field ids to fetch")
+        splits = self.predict.splits
+        if self.evaluate.rows is None and splits and self.evaluate.split not in splits:
+            raise ValueError(
+                f"evaluate.split ({self.evaluate.split}) is not among predict.splits "
+                f"({', '.join(self.predict.splits)}): its fields would not be predicted"
+            )
+        halo = self.train.model.halo if self.predict.halo is None else self.predict.halo
+        if self.predict.tile < 2 * halo + step:
+            raise ValueError(
+                f"predict.tile ({self.predict.tile}) leaves no inside to a tile: it must be at least twice "
+                f"the halo ({halo} px, train.model.depth {self.train.model.depth}) plus {step}"
+            )
         return self
 
     @property
@@ -348,6 +452,11 @@ class RunPaths:
         plan: the patch plan.
         stages: one JSON record per completed stage, which ``sgc run`` reads to skip what is complete.
         run: the training run's folder (``runs_dir/NAME``): checkpoints, metrics, TensorBoard events.
+        checkpoint: the model that is predicted with (``run/best.pt``).
+        predictions: the prediction store, with the predicted objects beside it.
+        evaluation: one folder of metrics per method scored (sgc, the 2023 recipe, the classical cut).
+        explain: Grad-CAM maps.
+        report: the static HTML report and its figures.
     """
 
     store: Path
@@ -358,6 +467,11 @@ class RunPaths:
     plan: Path
     stages: Path
     run: Path
+    checkpoint: Path
+    predictions: Path
+    evaluation: Path
+    explain: Path
+    report: Path
 
     @classmethod
     def build(cls, store: Path, out_dir: Path, cfg: RunConfig) -> RunPaths:
@@ -371,6 +485,11 @@ class RunPaths:
             plan=out_dir / "plan.zarr",
             stages=out_dir / "stages",
             run=cfg.runs_dir / cfg.name,
+            checkpoint=cfg.runs_dir / cfg.name / "best.pt",
+            predictions=out_dir / "predictions",
+            evaluation=out_dir / "evaluate",
+            explain=out_dir / "explain",
+            report=out_dir / "report",
         )
 
     @property
@@ -430,6 +549,23 @@ def _describe(err: Any) -> str:
     return f"{where}: {message}" if where and not message.startswith(f"{where}.") else message
 
 
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings of a YAML config file, as plain data (not yet validated).
+
+    Raises:
+        ConfigError: naming the file, if it is missing, not YAML, or not a mapping.
+    """
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return loaded or {}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a :class:`RunConfig` from YAML (or the defaults) and apply command-line overrides.
 
@@ -440,20 +576,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     Raises:
         ConfigError: naming the file and every invalid key.
     """
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{path}: config file does not exist") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        data = loaded or {}
-    return validate_config(apply_overrides(data, overrides or []), source)
+    data = load_config_file(path) if path is not None else {}
+    return validate_config(
+        apply_overrides(data, overrides or []), str(path) if path is not None else "defaults"
+    )
 
 
 def config_digest(model: BaseModel | Any) -> str:
@@ -463,11 +589,15 @@ def config_digest(model: BaseModel | Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def saved_config(folder: str | Path, stage: str) -> Path:
+    """Where the resolved config of ``stage`` is saved in ``folder``: ``sgc-{stage}.yaml``."""
+    return Path(folder) / f"sgc-{stage}.yaml"
+
+
 def save_config(model: BaseModel, folder: str | Path, stage: str) -> Path:
-    """Write the resolved config of ``stage`` as ``folder/sgc-{stage}.yaml`` and return its path."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"sgc-{stage}.yaml"
+    """Write the resolved config of ``stage`` into ``folder`` (:func:`saved_config`) and return its path."""
+    path = saved_config(folder, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w", sync=False) as f:
         f.write(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))
     return path

@@ -28,8 +28,17 @@ from typing import Any
 
 from sgc.atomic import atomic_write
 from sgc.compute import Compute
-from sgc.config import RunConfig, RunPaths, config_digest, save_config
-from sgc.cube.store import EXCLUDE, LABEL, CubeStore
+from sgc.config import (
+    ConfigError,
+    RunConfig,
+    RunPaths,
+    apply_overrides,
+    config_digest,
+    load_config_file,
+    save_config,
+    validate_config,
+)
+from sgc.cube.store import EXCLUDE, LABEL, CubeStore, PredictionStore
 from sgc.errors import SgcError
 from sgc.sdss.discover import Inventory, find_catalogs, find_raw
 from sgc.sdss.names import FieldId
@@ -124,6 +133,7 @@ class Stage:
         state: what its output is now (JSON-able, cheap to read), None where there is none.
         applies: whether the stage belongs to a run of this config at all.
         complete: a direct check of the output, for stages that do not keep records.
+        command: whether it has a command of its own (the 2023 recipe's training is part of sgc run only).
     """
 
     name: str
@@ -134,6 +144,7 @@ class Stage:
     state: Callable[[StageContext], Any] = lambda ctx: None
     applies: Callable[[RunConfig], bool] = lambda cfg: True
     complete: Callable[[StageContext], bool] | None = None
+    command: bool = True
 
     def fingerprint(self, ctx: StageContext) -> str:
         """A digest of the stage's inputs as they are now."""
@@ -489,6 +500,236 @@ def _catalog_names(ctx: StageContext) -> list[str]:
     return [str(p) for p in ctx.catalogs()]
 
 
+# After training: the 2023 recipe, predictions, scores, explanations and the report.
+
+REFERENCE_STAGES = ("ingest", "label", "exclude", "split", "audit", "train")
+# What a recipe may change: how labels are made and how the model is trained; never the data or the split.
+RECIPE_SECTIONS = ("label", "train")
+
+
+def recipe_config(ctx: StageContext) -> RunConfig:
+    """The 2023 recipe's run: this run's config with the recipe's label and train settings over it.
+
+    It reads the same raw folder, holds out the same fields and splits them the same way, into a store and
+    a training folder of its own (``NAME-RECIPE``), so that its point labels never touch this run's labels.
+
+    Raises:
+        ConfigError: a recipe file that cannot be read, or that sets anything but those sections.
+    """
+    path = ctx.cfg.baselines.reference
+    recipe = load_config_file(path)
+    extra = sorted(set(recipe) - set(RECIPE_SECTIONS))
+    if extra:
+        raise ConfigError(f"{path}: a recipe sets only {', '.join(RECIPE_SECTIONS)}, not {', '.join(extra)}")
+    data = _merged(ctx.cfg.model_dump(mode="json"), recipe)
+    data = apply_overrides(data, ctx.cfg.baselines.reference_set)
+    data.update(
+        name=f"{ctx.cfg.name}-{Path(path).stem}",
+        source="local",
+        raw_dir=str(ctx.paths.raw),
+        baselines={"reference": None, "classical": False},
+    )
+    return validate_config(data, str(path))
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, section by section."""
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _merged(base.get(key) or {}, value) if isinstance(value, dict) else value
+    return merged
+
+
+def _recipe_context(ctx: StageContext) -> StageContext:
+    cfg = recipe_config(ctx)
+    return StageContext(cfg, cfg.paths, ctx.compute)
+
+
+def _reference(ctx: StageContext) -> StageResult:
+    sub = _recipe_context(ctx)
+    for name in REFERENCE_STAGES:
+        stage = STAGES[name]
+        if stage.is_complete(sub):
+            continue
+        log.info("reference: %s of %s", name, sub.cfg.name)
+        result = run_stage(stage, sub)
+        if not result.ok:
+            return StageResult(False, f"{sub.cfg.name}: {name}: {result.summary}")
+    record = {"run": str(sub.paths.run), "checkpoint": str(sub.paths.checkpoint)}
+    return StageResult(True, f"{ctx.cfg.baselines.reference} trained into {sub.paths.run}", record)
+
+
+def _reference_complete(ctx: StageContext) -> bool:
+    sub = _recipe_context(ctx)
+    return all(STAGES[name].is_complete(sub) for name in REFERENCE_STAGES)
+
+
+def _reference_state(ctx: StageContext) -> Any:
+    if ctx.cfg.baselines.reference is None:
+        return None
+    return _checkpoint_state(_recipe_context(ctx))
+
+
+def _predicted_fields(ctx: StageContext) -> list[str] | None:
+    """What to predict: ``predict.fields``, else the fields of ``predict.splits`` in the plan, else (no split
+    asked for, or no plan, as for frames given to ``sgc predict``) every done field."""
+    from sgc.patches.planfile import read_plan
+
+    cfg = ctx.cfg.predict
+    if cfg.fields:
+        return list(cfg.fields)
+    if not cfg.splits or not ctx.paths.plan.exists():
+        return None
+    fields = list(read_plan(ctx.paths.plan).field_rows(tuple(cfg.splits)))
+    if not fields:
+        raise StageError(f"{ctx.paths.plan}: no patch in the split(s) {', '.join(cfg.splits)} to predict")
+    return fields
+
+
+def _predict(ctx: StageContext) -> StageResult:
+    from sgc.evaluate.predict import predict_fields
+
+    summary = predict_fields(
+        ctx.paths.checkpoint,
+        ctx.paths.store,
+        ctx.paths.predictions,
+        ctx.cfg.predict,
+        ctx.compute,
+        _predicted_fields(ctx),
+        replace=True,
+    )
+    head, *rest = summary.format().splitlines()
+    record = {"predictions": str(summary.out), "fields": summary.fields, "objects": summary.objects}
+    return StageResult(True, head, record, rest)
+
+
+def _region(ctx: StageContext, cube: CubeStore) -> Any:
+    """Where to score: the rows given, else the evaluated split of the plan, else every row."""
+    from sgc.evaluate.score import plan_region, rows_region
+    from sgc.patches.planfile import read_plan
+
+    rows = ctx.cfg.evaluate.rows
+    if rows is not None or not ctx.paths.plan.exists():
+        return rows_region(cube, rows, ctx.cfg.split.patch)
+    return plan_region(read_plan(ctx.paths.plan), ctx.cfg.evaluate.split, cube)
+
+
+def _evaluate(ctx: StageContext) -> StageResult:
+    from sgc.evaluate.catalog import read_catalog_file
+    from sgc.evaluate.classical import classical_predictions
+    from sgc.evaluate.predict import CATALOG_STEM, STORE_NAME, predict_fields
+    from sgc.evaluate.score import SUMMARY_JSON, plan_region, score, write_metrics
+    from sgc.patches.planfile import read_plan
+    from sgc.report.html import headline
+    from sgc.sdss.catalogs import read_catalogs
+
+    catalogs = ctx.catalogs()
+    if not catalogs:
+        raise StageError(f"no catalogue to score against: give catalogs (none found in {ctx.paths.raw})")
+    cube = CubeStore.open(ctx.paths.store)
+    region = _region(ctx, cube)
+    catalog = read_catalogs(catalogs)
+    out = ctx.paths.evaluation
+
+    def scored(method: str, predicted: Path, folder: Path) -> dict[str, Any]:
+        """Score the predictions in ``predicted``, writing the metrics into ``folder``."""
+        predictions = PredictionStore.open(predicted / STORE_NAME)
+        objects = read_catalog_file(predicted / f"{CATALOG_STEM}.fits")
+        metrics, table = score(predictions, cube, region, catalog, objects)
+        metrics = {"method": method, "predictions": predictions.checkpoint, **metrics}
+        write_metrics(metrics, table, folder)
+        methods[method] = str(folder.relative_to(out))
+        return metrics
+
+    methods: dict[str, str] = {}
+    results = {"sgc": scored("sgc", ctx.paths.predictions, out)}
+    if ctx.cfg.baselines.reference is not None:
+        sub = _recipe_context(ctx)
+        folder = out / Path(ctx.cfg.baselines.reference).stem
+        fields = list(region.masks)
+        predict_fields(
+            sub.paths.checkpoint, ctx.paths.store, folder, ctx.cfg.predict, ctx.compute, fields, True
+        )
+        results["2023 recipe"] = scored("2023 recipe", folder, folder)
+    if ctx.cfg.baselines.classical and ctx.paths.plan.exists():
+        folder = out / "classical"
+        train = plan_region(read_plan(ctx.paths.plan), "train", cube)
+        classical_predictions(cube, train, region, catalog, folder)
+        results["classical"] = scored("classical", folder, folder)
+    summary = {
+        "methods": methods,
+        "region": region.description,
+        "object": {m: r["object"] for m, r in results.items()},
+    }
+    with atomic_write(out / SUMMARY_JSON, "w", sync=False) as f:
+        f.write(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    first, *others = headline(results)
+    return StageResult(True, first, {"methods": methods, "metrics": str(out)}, others)
+
+
+def _explain(ctx: StageContext) -> StageResult:
+    from sgc.evaluate.explain import busiest_patches, explain_region, write_explained
+    from sgc.patches.planfile import read_plan
+    from sgc.train.checkpoint import load_model
+
+    cfg = ctx.cfg.explain
+    model, spec = load_model(ctx.paths.checkpoint)
+    cube = CubeStore.open(ctx.paths.store)
+    if cfg.field is not None:
+        y0, y1, x0, x1 = cfg.box
+        regions = [(cfg.field, (y0, y1), (x0, x1))]
+    elif ctx.paths.plan.exists():
+        plan = read_plan(ctx.paths.plan)
+        p = plan.patch
+        regions = [
+            (f, (y, y + p), (x, x + p))
+            for f, y, x in busiest_patches(plan, ctx.cfg.evaluate.split, cfg.patches)
+        ]
+    else:
+        raise StageError("nothing to explain: give a plan, or explain.field and explain.box")
+    explained = [explain_region(model, spec, cube, field, rows, cols) for field, rows, cols in regions]
+    figures = write_explained(explained, cube, ctx.paths.explain)
+    return StageResult(
+        True,
+        f"{len(figures)} Grad-CAM figure(s) in {ctx.paths.explain}",
+        {"figures": [str(f) for f in figures]},
+    )
+
+
+# Where those stages' outputs are: imported when asked, so that the command line starts without torch.
+
+
+def _objects_csv(ctx: StageContext) -> Path:
+    from sgc.evaluate.predict import CATALOG_STEM
+
+    return ctx.paths.predictions / f"{CATALOG_STEM}.csv"
+
+
+def _summary_json(ctx: StageContext) -> Path:
+    from sgc.evaluate.score import SUMMARY_JSON
+
+    return ctx.paths.evaluation / SUMMARY_JSON
+
+
+def _gradcam_index(ctx: StageContext) -> Path:
+    from sgc.evaluate.explain import INDEX_NAME
+
+    return ctx.paths.explain / INDEX_NAME
+
+
+def _report_page(ctx: StageContext) -> Path:
+    from sgc.report.html import INDEX
+
+    return ctx.paths.report / INDEX
+
+
+def _report(ctx: StageContext) -> StageResult:
+    from sgc.report.html import write_report
+
+    path = write_report(ctx.cfg, ctx.paths)
+    return StageResult(True, str(path), {"report": str(path)})
+
+
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
@@ -566,6 +807,55 @@ STAGES: dict[str, Stage] = {
             after=("split",),
             settings=lambda ctx: ctx.cfg.train.model_dump(mode="json", exclude={"patience"}),
             state=_checkpoint_state,
+        ),
+        Stage(
+            "reference",
+            "train the 2023 recipe on the same data, to compare with",
+            _reference,
+            applies=lambda cfg: cfg.baselines.reference is not None,
+            complete=_reference_complete,
+            command=False,
+        ),
+        Stage(
+            "predict",
+            "predict whole fields with stitched tiles: class probabilities, classes and an object catalogue",
+            _predict,
+            after=("train", "split"),
+            settings=lambda ctx: {
+                "predict": ctx.cfg.predict.model_dump(mode="json"),
+                "checkpoint": str(ctx.paths.checkpoint),
+            },
+            state=lambda ctx: _file_state(_objects_csv(ctx)),
+        ),
+        Stage(
+            "evaluate",
+            "score predictions against labels and catalogue: pixel, per-patch and object metrics",
+            _evaluate,
+            after=("predict", "reference", "label", "split"),
+            settings=lambda ctx: {
+                "evaluate": ctx.cfg.evaluate.model_dump(mode="json"),
+                "baselines": ctx.cfg.baselines.model_dump(mode="json"),
+                "catalogs": _catalog_names(ctx),
+            },
+            state=lambda ctx: _file_state(_summary_json(ctx)),
+        ),
+        Stage(
+            "explain",
+            "Grad-CAM maps of the star and galaxy classes over test patches or a region",
+            _explain,
+            after=("train", "split"),
+            settings=lambda ctx: {
+                "explain": ctx.cfg.explain.model_dump(mode="json"),
+                "split": ctx.cfg.evaluate.split,
+            },
+            state=lambda ctx: _file_state(_gradcam_index(ctx)),
+        ),
+        Stage(
+            "report",
+            "write the run's static HTML report with its figures",
+            _report,
+            after=("stats", "split", "train", "evaluate", "explain"),
+            state=lambda ctx: _file_state(_report_page(ctx)),
         ),
     )
 }

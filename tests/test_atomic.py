@@ -27,3 +27,24 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         raise RuntimeError("killed half way")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_written_files_get_the_permissions_of_the_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o027)
+    try:
+        import importlib
+
+        import sgc.atomic
+
+        importlib.reload(sgc.atomic)  # the umask is read when the module is imported
+        with sgc.atomic.atomic_write(tmp_path / "f.txt", "w") as f:
+            f.write("x")
+        assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+        importlib.reload(sgc.atomic)
+    with sgc.atomic.atomic_write(tmp_path / "g.txt", "w") as f:
+        f.write("x")
+    assert (tmp_path / "g.txt").stat().st_mode & 0o777 == 0o666 & ~old

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from sgc import classes
 from sgc.cube import store
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sgc"
@@ -15,7 +14,10 @@ STORE_NAMES = {
     for name, value in vars(store).items()
     if name.isupper() and isinstance(value, str) and name != "FIELD"
 }
-CLASS_VALUES = {classes.SKY, classes.STAR, classes.GALAXY, classes.IGNORE}
+# Store names that are also the plain names of other things (table columns, record keys, file stems) are
+# left out of the checks; the rest must appear as literals in the store module alone.
+GENERIC = {"field", "band", "source", "done", "fields", "bands", "settings", "objects", "classes", "catalogs"}
+DISTINCTIVE = STORE_NAMES - GENERIC - {"layout", "sgc_version", "class", "checkpoint", "store"}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -37,11 +39,20 @@ def _constants(tree: ast.Module) -> dict[str, object]:
 
 
 def test_store_names_are_defined_in_the_store_module_alone() -> None:
-    assert {"image", "valid", "label", "exclude", "sgc_store", "held_out", "margin_arcsec"} <= STORE_NAMES
+    assert {
+        "image",
+        "valid",
+        "label",
+        "exclude",
+        "sgc_store",
+        "held_out",
+        "margin_arcsec",
+        "prob",
+    } <= DISTINCTIVE
     for module, tree in _modules().items():
         if module == "sgc/cube/store.py":
             continue
-        clashes = {name: value for name, value in _constants(tree).items() if value in STORE_NAMES}
+        clashes = {name: value for name, value in _constants(tree).items() if value in DISTINCTIVE}
         assert not clashes, f"{module} defines store names again: {clashes}"
 
 
@@ -84,11 +95,8 @@ def _literal_lookups(tree: ast.Module) -> list[tuple[int, str]]:
 
 
 def test_no_module_reaches_into_a_store_with_a_literal_array_or_attribute_name() -> None:
-    # Words that are also the plain names of other things (table columns, record keys) are left out.
-    distinctive = STORE_NAMES - {"field", "band", "source", "done", "fields", "bands", "settings", "objects"}
-    distinctive -= {"classes", "catalogs", "layout", "sgc_version"}
     for module, tree in _modules().items():
         if module == "sgc/cube/store.py":
             continue
-        lookups = [(line, name) for line, name in _literal_lookups(tree) if name in distinctive]
+        lookups = [(line, name) for line, name in _literal_lookups(tree) if name in DISTINCTIVE]
         assert not lookups, f"{module} looks up store names by literal: {lookups}"

@@ -18,7 +18,14 @@ store with ``done`` false and ``valid`` all false until a later run stores them.
 add (:meth:`CubeStore.pixel_array`) share the chunk grid of ``valid``, with any dimensions between
 ``field`` and ``y`` (a ``class`` axis, say) kept whole in each chunk.
 
-Every array name and attribute name of the store is defined in this module and nowhere else.
+A prediction store (:class:`PredictionStore`, written by ``sgc predict``) has the same field slots, grid and
+``wcs`` on the same chunk grid, and instead of the pixels::
+
+    prob     [field, class, y, x] float16   per-class probability (classes in the ``classes`` attribute)
+    class    [field, y, x]        uint8     the most probable class (values of :mod:`sgc.classes`)
+
+with the checkpoint it came from in its attributes. Every array name and attribute name of both stores is
+defined in this module and nowhere else.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from sgc.classes import IGNORE
 from sgc.config import IngestConfig
 from sgc.errors import SgcError
 from sgc.sdss.frames import frame_wcs
@@ -49,7 +57,10 @@ FIELD = "field"
 BAND = "band"
 LABEL = "label"
 EXCLUDE = "exclude"
+PROB = "prob"
+CLASS = "class"
 _CORE_ARRAYS = (IMAGE, VALID, WCS_HEADER, SOURCE, DONE, FIELD, BAND)
+_PREDICTION_ARRAYS = (PROB, CLASS, WCS_HEADER, DONE, FIELD)
 
 # Attributes of the store.
 ATTR_FORMAT = "sgc_store"
@@ -70,8 +81,13 @@ ATTR_MARGIN = "margin_arcsec"
 ATTR_BANDS = "bands"
 ATTR_FOOTPRINTS = "footprints"
 ATTR_EXCLUDED_PIXELS = "excluded_pixels"
+# Attributes of a prediction store.
+ATTR_PREDICTIONS = "sgc_predictions"
+ATTR_CHECKPOINT = "checkpoint"
+ATTR_SOURCE_STORE = "store"
 
 STORE_FORMAT = 1
+PREDICTIONS_FORMAT = 1
 
 
 class StoreError(SgcError):
@@ -111,86 +127,55 @@ def parse_field_wcs(text: str, where: str = "<stored wcs>") -> WCS:
     return frame_wcs(fits.Header.fromstring(text), where)
 
 
-class CubeStore:
-    """An open cube store: its arrays, its field slots and its layout.
+class FieldStore:
+    """What every sgc store has: one slot per field on a shared pixel grid and chunk grid, the ``wcs`` of each
+    field's grid, completion markers, and per-pixel arrays added by later stages.
 
-    Open one with :meth:`open` or make one with :meth:`create`. The store object holds no pixels; each
-    process (a Dask worker, a DataLoader worker) opens its own.
+    Open one with its kind's ``open``; the store object holds no pixels, and each process (a Dask worker, a
+    DataLoader worker) opens its own.
 
     Attributes:
         path: the store's folder.
         group: the Zarr group, for reading and writing arrays.
     """
 
+    KIND = "store"
+    FORMAT_ATTR = ""
+    ARRAYS: tuple[str, ...] = ()
+
     def __init__(self, group: zarr.Group, path: Path) -> None:
         self.group = group
         self.path = path
 
     @classmethod
-    def create(cls, path: str | Path, shape: tuple[int, int], ingest: IngestConfig) -> CubeStore:
-        """Create an empty cube store with no fields, laid out as ``ingest`` says.
+    def open(cls, path: str | Path, mode: str = "r") -> Any:
+        """Open an existing store of this kind (``mode`` ``r`` or ``r+``).
 
         Raises:
-            StoreError: if something already exists at ``path``.
-        """
-        path = Path(path)
-        if path.exists():
-            raise StoreError(f"{path}: already exists")
-        ny, nx = shape
-        c = ingest.chunk
-        group = zarr.open_group(path, mode="w-", zarr_format=3)
-        dtype = np.dtype(ingest.dtype)
-        group.create_array(
-            IMAGE,
-            shape=(0, len(BANDS), ny, nx),
-            chunks=(1, len(BANDS), c, c),
-            dtype=dtype,
-            fill_value=np.nan,
-            compressors=image_compressors(ingest.codec, ingest.clevel, dtype.itemsize),
-            dimension_names=[FIELD, BAND, "y", "x"],
-        )
-        group.create_array(
-            VALID,
-            shape=(0, ny, nx),
-            chunks=(1, c, c),
-            dtype=bool,
-            fill_value=False,
-            compressors=mask_compressors(),
-            dimension_names=[FIELD, "y", "x"],
-        )
-        for name in (WCS_HEADER, SOURCE, FIELD):
-            group.create_array(name, shape=(0,), chunks=(1,), dtype=str, dimension_names=[FIELD])
-        group.create_array(
-            DONE, shape=(0,), chunks=(1,), dtype=bool, fill_value=False, dimension_names=[FIELD]
-        )
-        band = group.create_array(
-            BAND, shape=(len(BANDS),), chunks=(len(BANDS),), dtype=str, dimension_names=[BAND]
-        )
-        band[:] = np.array(BANDS)
-        layout = {
-            "shape": [ny, nx],
-            "chunk": c,
-            "codec": ingest.codec,
-            "clevel": ingest.clevel,
-            "dtype": ingest.dtype,
-        }
-        group.attrs.update({ATTR_FORMAT: STORE_FORMAT, ATTR_LAYOUT: layout})
-        return cls(group, path)
-
-    @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> CubeStore:
-        """Open an existing cube store (``mode`` ``r`` or ``r+``).
-
-        Raises:
-            StoreError: if ``path`` is not a cube store.
+            StoreError: if ``path`` is not such a store.
         """
         path = Path(path)
         try:
             group = zarr.open_group(path, mode=mode, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-            raise StoreError(f"{path}: no cube store here") from exc
-        if ATTR_FORMAT not in group.attrs or any(name not in group for name in _CORE_ARRAYS):
-            raise StoreError(f"{path}: a Zarr group, but not an sgc cube store")
+            raise StoreError(f"{path}: no {cls.KIND} here") from exc
+        if cls.FORMAT_ATTR not in group.attrs or any(name not in group for name in cls.ARRAYS):
+            raise StoreError(f"{path}: a Zarr group, but not an sgc {cls.KIND}")
+        return cls(group, path)
+
+    @classmethod
+    def _new(cls, path: str | Path, layout: dict[str, Any], version: int) -> Any:
+        """An empty store of this kind with the per-field arrays every store has, its layout recorded."""
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"{path}: already exists")
+        group = zarr.open_group(path, mode="w-", zarr_format=3)
+        for name in (WCS_HEADER, FIELD):
+            group.create_array(name, shape=(0,), chunks=(1,), dtype=str, dimension_names=[FIELD])
+        group.create_array(
+            DONE, shape=(0,), chunks=(1,), dtype=bool, fill_value=False, dimension_names=[FIELD]
+        )
+        group.attrs.update({ATTR_LAYOUT: layout, cls.FORMAT_ATTR: version})
         return cls(group, path)
 
     # Arrays and attributes.
@@ -215,12 +200,6 @@ class CubeStore:
         fields = self.record(name).get(ATTR_FIELDS)
         return None if fields is None else {str(f) for f in fields}
 
-    @property
-    def raw_dir(self) -> Path | None:
-        """The raw folder the store was last ingested from."""
-        raw = self.attrs.get(ATTR_RAW_DIR)
-        return None if raw is None else Path(raw)
-
     # Layout.
 
     @property
@@ -231,17 +210,12 @@ class CubeStore:
     @property
     def shape(self) -> tuple[int, int]:
         """(rows, columns) of every field's grid."""
-        return tuple(int(n) for n in self.group[VALID].shape[1:])
+        return tuple(int(n) for n in self.layout["shape"])
 
     @property
     def chunk(self) -> int:
         """Chunk edge along y and x."""
-        return int(self.group[VALID].chunks[1])
-
-    @property
-    def bands(self) -> list[str]:
-        """Band names, in the order of the image's band axis."""
-        return [str(b) for b in self.group[BAND][:]]
+        return int(self.layout["chunk"])
 
     # Fields and slots.
 
@@ -271,7 +245,7 @@ class CubeStore:
         """
         slot = self.slot(field)
         if not self.group[DONE][slot]:
-            raise StoreError(f"{self.path}: field {self.fields[slot]} is not done (ingest it first)")
+            raise StoreError(f"{self.path}: field {self.fields[slot]} is not done")
         return slot
 
     def done_slots(self) -> np.ndarray:
@@ -300,11 +274,6 @@ class CubeStore:
             raise StoreError(f"{where}: no stored WCS (the field is not done)")
         return parse_field_wcs(text, where)
 
-    def source(self, slot: int) -> dict[str, Any]:
-        """The record of the files a field came from (empty where the field is not done)."""
-        text = str(self.group[SOURCE][slot])
-        return json.loads(text) if text else {}
-
     # Writing.
 
     def allocate(self, fields: Sequence[str]) -> dict[str, int]:
@@ -330,21 +299,13 @@ class CubeStore:
             index.update({f: len(names) + i for i, f in enumerate(new)})
         return {f: index[f] for f in fields}
 
-    def write_field(
-        self, slot: int, image: np.ndarray, valid: np.ndarray, wcs_header: str, source: dict[str, Any]
-    ) -> None:
-        """Write one field into its slot, then mark it done; called by the worker that computed it."""
-        group = self.group
-        group[IMAGE][slot] = image.astype(group[IMAGE].dtype, copy=False)
-        group[VALID][slot] = valid
-        group[WCS_HEADER][slot] = wcs_header
-        group[SOURCE][slot] = json.dumps(source, sort_keys=True)
-        # Written last: a field killed half-way stays not done and is redone by the next run.
-        group[DONE][slot] = True
+    def mark_done(self, slot: int, done: bool = True) -> None:
+        """Set (or clear) a slot's completion marker: written last, by whoever finished the field."""
+        self.group[DONE][slot] = done
 
     def mark_undone(self, slot: int) -> None:
-        """Clear a slot's completion marker, so that the next ingest stores the field again."""
-        self.group[DONE][slot] = False
+        """Clear a slot's completion marker, so that the next run writes the field again."""
+        self.mark_done(slot, False)
 
     def pixel_array(
         self,
@@ -355,30 +316,28 @@ class CubeStore:
     ) -> zarr.Array:
         """Return the per-pixel array ``name (field, *leading, y, x)``, creating it if absent.
 
-        Later stages add their arrays this way, so every per-pixel array shares the chunk grid of ``valid``
-        and ``image`` and a chunk-wise Dask computation can write it chunk by chunk. An existing array of
-        another dtype or shape is replaced.
+        Every per-pixel array shares the store's chunk grid along y and x, so a chunk-wise Dask computation
+        can write it chunk by chunk. An existing array of another dtype or shape is replaced.
 
         Args:
             name: the array's name.
-            dtype: its dtype; one-byte arrays get the mask codecs, wider ones the image's.
+            dtype: its dtype; one-byte arrays get the mask codecs, wider ones the layout's codec.
             fill_value: the value of chunks never written.
             leading: ``(dimension name, size)`` of each axis between ``field`` and ``y``, kept whole in a
                 chunk (the ``class`` axis of per-class probabilities, say).
         """
-        valid = self.group[VALID]
         dtype = np.dtype(dtype)
-        shape = (valid.shape[0], *(size for _, size in leading), *valid.shape[1:])
+        shape = (self.group[FIELD].shape[0], *(size for _, size in leading), *self.shape)
         if name in self.group:
             array = self.group[name]
             if array.dtype == dtype and array.shape == shape:
                 return array
             del self.group[name]
-        layout = self.layout
+        layout, c = self.layout, self.chunk
         return self.group.create_array(
             name,
             shape=shape,
-            chunks=(1, *(size for _, size in leading), *valid.chunks[1:]),
+            chunks=(1, *(size for _, size in leading), c, c),
             dtype=dtype,
             fill_value=fill_value,
             compressors=mask_compressors()
@@ -395,3 +354,122 @@ class CubeStore:
 
         array = self.group[name]
         return da.from_zarr(array, chunks=(1, *array.shape[1:]))
+
+
+class CubeStore(FieldStore):
+    """A cube store: the five aligned bands of every field, what they cover, and where they came from."""
+
+    KIND = "cube store"
+    FORMAT_ATTR = ATTR_FORMAT
+    ARRAYS = _CORE_ARRAYS
+
+    @classmethod
+    def create(cls, path: str | Path, shape: tuple[int, int], ingest: IngestConfig) -> CubeStore:
+        """Create an empty cube store with no fields, laid out as ``ingest`` says.
+
+        Raises:
+            StoreError: if something already exists at ``path``.
+        """
+        ny, nx = shape
+        c = ingest.chunk
+        layout = {
+            "shape": [ny, nx],
+            "chunk": c,
+            "codec": ingest.codec,
+            "clevel": ingest.clevel,
+            "dtype": ingest.dtype,
+        }
+        cube = cls._new(path, layout, STORE_FORMAT)
+        dtype = np.dtype(ingest.dtype)
+        cube.group.create_array(
+            IMAGE,
+            shape=(0, len(BANDS), ny, nx),
+            chunks=(1, len(BANDS), c, c),
+            dtype=dtype,
+            fill_value=np.nan,
+            compressors=image_compressors(ingest.codec, ingest.clevel, dtype.itemsize),
+            dimension_names=[FIELD, BAND, "y", "x"],
+        )
+        cube.pixel_array(VALID, bool, False)
+        cube.group.create_array(SOURCE, shape=(0,), chunks=(1,), dtype=str, dimension_names=[FIELD])
+        band = cube.group.create_array(
+            BAND, shape=(len(BANDS),), chunks=(len(BANDS),), dtype=str, dimension_names=[BAND]
+        )
+        band[:] = np.array(BANDS)
+        return cube
+
+    @property
+    def raw_dir(self) -> Path | None:
+        """The raw folder the store was last ingested from."""
+        raw = self.attrs.get(ATTR_RAW_DIR)
+        return None if raw is None else Path(raw)
+
+    @property
+    def bands(self) -> list[str]:
+        """Band names, in the order of the image's band axis."""
+        return [str(b) for b in self.group[BAND][:]]
+
+    def source(self, slot: int) -> dict[str, Any]:
+        """The record of the files a field came from (empty where the field is not done)."""
+        text = str(self.group[SOURCE][slot])
+        return json.loads(text) if text else {}
+
+    def write_field(
+        self, slot: int, image: np.ndarray, valid: np.ndarray, wcs_header: str, source: dict[str, Any]
+    ) -> None:
+        """Write one field into its slot, then mark it done; called by the worker that computed it."""
+        group = self.group
+        group[IMAGE][slot] = image.astype(group[IMAGE].dtype, copy=False)
+        group[VALID][slot] = valid
+        group[WCS_HEADER][slot] = wcs_header
+        group[SOURCE][slot] = json.dumps(source, sort_keys=True)
+        # Written last: a field killed half-way stays not done and is redone by the next run.
+        self.mark_done(slot)
+
+
+class PredictionStore(FieldStore):
+    """The predictions of a model on some fields of a cube store, on the same grids and chunks.
+
+    The fields are added with their ``wcs`` when the store is made; each field's ``prob`` and ``class`` are
+    written block by block, and its ``done`` last, once every block is in.
+    """
+
+    KIND = "prediction store"
+    FORMAT_ATTR = ATTR_PREDICTIONS
+    ARRAYS = _PREDICTION_ARRAYS
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        cube: CubeStore,
+        fields: Sequence[str],
+        classes: Sequence[str],
+        checkpoint: dict[str, Any],
+    ) -> PredictionStore:
+        """A prediction store for ``fields`` of ``cube``, on their grids, recording the checkpoint.
+
+        Raises:
+            StoreError: if something already exists at ``path``, or a field is not done in the cube store.
+        """
+        slots = [cube.done_slot(f) for f in fields]
+        layout = {"shape": list(cube.shape), "chunk": cube.chunk, "codec": "blosc-lz4", "clevel": 5}
+        store = cls._new(path, layout, PREDICTIONS_FORMAT)
+        names = [cube.fields[k] for k in slots]
+        store.allocate(names)
+        store[WCS_HEADER][:] = np.array([cube.wcs_text(k) for k in slots])
+        prob = store.pixel_array(PROB, np.float16, np.nan, leading=[(CLASS, len(classes))])
+        prob.attrs["classes"] = list(classes)
+        store.pixel_array(CLASS, np.uint8, IGNORE)
+        store.attrs.update({ATTR_CHECKPOINT: checkpoint, ATTR_SOURCE_STORE: str(cube.path.resolve())})
+        return store
+
+    @property
+    def classes(self) -> list[str]:
+        """The class of each index along ``prob``'s class axis."""
+        return list(self.group[PROB].attrs["classes"])
+
+    @property
+    def checkpoint(self) -> dict[str, Any]:
+        """What the predictions were made with: the checkpoint's path, digest and inference settings."""
+        return dict(self.attrs[ATTR_CHECKPOINT])

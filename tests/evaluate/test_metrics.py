@@ -1,4 +1,5 @@
-"""The pixel confusion matrix against hand and NumPy counts."""
+"""The metric definitions: the pixel confusion matrix against hand and NumPy counts, the object metrics,
+the per-patch average and the purity on small cases worked out by hand."""
 
 from __future__ import annotations
 
@@ -6,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from sgc.classes import CLASS_NAMES
-from sgc.evaluate.metrics import ConfusionMatrix
+from sgc.classes import CLASS_NAMES, GALAXY, IGNORE, SKY, STAR
+from sgc.evaluate.metrics import (
+    ConfusionMatrix,
+    multiclass_mcc,
+    object_classes,
+    object_scores,
+    per_patch_scores,
+    purity,
+)
 
 
 def _hand_example() -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,3 +115,67 @@ def test_bad_inputs() -> None:
         cm.update(torch.tensor([[[0]]]), torch.tensor([[[7]]]))
     with pytest.raises(KeyError, match="unknown classes"):
         cm.macro_f1(("star", "quasar"))
+
+
+def test_object_metrics_of_three_objects_by_hand() -> None:
+    # A star seen as a star, a galaxy seen as a star, a galaxy seen as sky (missed).
+    prob = np.zeros((3, 20, 30), dtype=np.float32)
+    prob[SKY] = 1.0
+    objects = {(5.0, 5.0): (0.1, 0.8, 0.1), (15.0, 5.0): (0.2, 0.6, 0.2), (25.0, 12.0): (0.7, 0.1, 0.2)}
+    for (x, y), p in objects.items():
+        prob[:, int(y) - 3 : int(y) + 4, int(x) - 3 : int(x) + 4] = np.array(p)[:, None, None]
+    x, y = np.array([5.0, 15.0, 25.4]), np.array([5.0, 5.0, 12.3])
+    predicted, mean = object_classes(prob, x, y)
+    assert predicted.tolist() == [STAR, STAR, SKY]
+    np.testing.assert_allclose(mean[1], [0.2, 0.6, 0.2], rtol=1e-6)
+    truth = np.array([STAR, GALAXY, GALAXY])
+    scores = object_scores(truth, predicted)
+    assert scores["n"] == 3
+    assert scores["detection_recall"] == pytest.approx(2 / 3)
+    assert scores["accuracy"] == pytest.approx(1 / 3)
+    assert scores["star"] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "n": 1})
+    assert scores["galaxy"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "n": 2}
+    # Gorodkin's R_K on rows star (.., star, ..) and galaxy (sky, star, ..): (3 * 1 - 2) / sqrt(4 * 4).
+    assert scores["mcc"] == pytest.approx(0.25)
+    assert scores["confusion"] == [[0, 0, 0], [0, 1, 0], [1, 1, 0]]
+
+
+def test_the_object_disk_is_the_pixels_within_two_pixels_of_the_position() -> None:
+    prob = np.zeros((3, 9, 9), dtype=np.float32)
+    prob[STAR] = 1.0
+    prob[:, 4, 7] = (0.0, 0.0, 1.0)  # 2.55 px from (4.5, 4.5): outside
+    prob[:, 4, 6] = (0.0, 0.0, 1.0)  # sqrt(1.5**2 + 0.5**2) = 1.58: inside
+    _, mean = object_classes(prob, np.array([4.5]), np.array([4.5]))
+    # Pixel centres within 2 px of (4.5, 4.5): 12 of them, one galaxy.
+    np.testing.assert_allclose(mean[0], [0.0, 11 / 12, 1 / 12], rtol=1e-6)
+    classes, mean = object_classes(prob, np.array([-40.0]), np.array([4.0]))  # off the grid: missed
+    assert classes.tolist() == [SKY] and np.isnan(mean).all()
+
+
+def test_multiclass_mcc_is_one_for_perfect_and_zero_for_constant_predictions() -> None:
+    assert multiclass_mcc(np.diag([3, 4, 5])) == pytest.approx(1.0)
+    assert multiclass_mcc(np.array([[0, 0, 0], [0, 5, 0], [0, 7, 0]])) == 0.0
+    two_class = np.array([[0, 0, 0], [0, 6, 2], [0, 1, 3]])  # reduces to the binary MCC
+    tp, fn, fp, tn = 6, 2, 1, 3
+    binary = (tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert multiclass_mcc(two_class) == pytest.approx(binary)
+
+
+def test_purity_is_the_share_of_predicted_objects_near_a_catalogue_object() -> None:
+    arcsec = 1 / 3600
+    catalog = (np.array([10.0, 10.01]), np.array([1.0, 1.0]))
+    predicted = (np.array([10.0 + 1.0 * arcsec, 10.01, 10.02]), np.array([1.0, 1.0 + 1.6 * arcsec, 1.0]))
+    assert purity(*predicted, *catalog) == pytest.approx(1 / 3)
+    assert purity(np.array([]), np.array([]), *catalog) == 0.0
+
+
+def test_per_patch_scores_average_the_classes_present_in_each_patch() -> None:
+    truth = np.zeros((2, 2, 2), dtype=np.uint8)
+    pred = np.zeros((2, 2, 2), dtype=np.uint8)
+    truth[0, 0, 0], pred[0, 0, 0] = STAR, STAR  # patch 0: a star found
+    truth[1, 0, 0], pred[1, 0, 1] = STAR, STAR  # patch 1: a star missed, one predicted beside it
+    truth[1, 1, 1] = IGNORE
+    scores = per_patch_scores(truth, pred)
+    assert scores["star"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "patches": 2})
+    assert scores["galaxy"]["patches"] == 0
+    assert scores["sky"]["patches"] == 2
