@@ -70,6 +70,9 @@ CROSS_FIELD_RULES = [
     (["split.patch=36"], "split.patch (36) must be a multiple of 2**train.model.depth"),
     (["split.patch=128", "ingest.chunk=64"], "split.patch (128) is larger than ingest.chunk (64)"),
     (["source=sdss", "download.fields=[]"], "download.fields"),
+    (["predict.tile=100"], "predict.tile (100) leaves no inside to a tile"),
+    (["evaluate.split=val"], "evaluate.split (val) is not among predict.splits"),
+    (["explain.field=9001-3-11"], "explain.field and explain.box go together"),
 ]
 
 

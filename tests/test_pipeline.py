@@ -21,6 +21,7 @@ from sgc.compute import SINGLE_THREAD_ENV, STAGE_ANNOTATION
 from sgc.patches.planfile import read_plan
 from sgc.sdss.discover import find_raw
 from sgc.stages import STAGES
+from tests.browser import check_page
 from tests.digests import differences, plan_digest, store_digest
 
 runner = CliRunner()
@@ -107,9 +108,10 @@ def test_demo_outputs_equal_those_recorded_before_the_stage_table(demo_run) -> N
 @pytest.mark.slow
 def test_every_dask_stage_ran_on_the_scheduler_given(demo_run) -> None:
     _, tasks, output = demo_run
-    for stage in ("ingest", "stats", "label", "exclude", "split", "audit"):
+    for stage in ("ingest", "stats", "label", "exclude", "split", "audit", "predict"):
         assert tasks[stage] > 0, (stage, dict(tasks))
-    assert tasks["ingest"] == 3  # one task per field
+    assert tasks["ingest"] == 6  # one task per field, into the run's store and into the 2023 recipe's
+    assert tasks["predict"] == 2 * 12  # the test field in 3 x 4 blocks of 2 x 2 chunks, sgc and 2023 recipe
     assert "dask: scheduler tcp://" in output
 
 
@@ -126,6 +128,58 @@ def test_rerun_skips_every_stage_and_touches_nothing(demo_run) -> None:
     after = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and "sgc-run.yaml" not in p.name}
     assert after == before
     assert "dask:" not in result.output  # nothing to compute: no cluster started
+
+
+@pytest.mark.slow
+def test_demo_ends_with_predictions_scores_and_a_report_that_opens_in_chromium(demo_run) -> None:
+    work, _, output = demo_run
+    page = work / "demo" / "report" / "index.html"
+    assert f"report: {page}" in output
+    assert re.search(r"^sgc: \d+ objects, detection recall [01]\.\d{3}, accuracy", output, re.M)
+    assert re.search(r"^2023 recipe: .*\nclassical: ", output, re.M)
+    for path in ("predictions/predictions.zarr", "predictions/objects.fits", "evaluate/metrics.json"):
+        assert (work / "demo" / path).exists(), path
+    metrics = json.loads((work / "demo" / "evaluate" / "metrics.json").read_text())
+    assert {"pixel", "per_patch", "object"} <= set(metrics) and metrics["region"]["fields"] == [
+        "009001-3-0012"
+    ]
+    check = check_page(page)
+    assert check.console_errors == [] and check.broken_images == [] and check.empty_tables == 0
+    assert check.images >= 10 and check.tables >= 6
+
+
+@pytest.mark.slow
+def test_dr17_runs_against_a_mirror_serving_simulated_fields_under_its_names(tmp_path: Path) -> None:
+    """The twelve fields of the 2023 report, simulated small under their real names and served over HTTP."""
+    from sgc.config import load_config
+    from sgc.sdss.mirror import serve_directory
+    from sgc.sim.simulate import simulate_named
+
+    cfg = load_config(REPO / "configs" / "dr17.yaml")
+    assert len(cfg.download.fields) == 12 and cfg.test_fields == ["008162-6-0080"]
+    assert len(cfg.split.train_fields) == 9 and len(cfg.split.val_fields) == 2
+    mirror = tmp_path / "mirror"
+    simulate_named(mirror, cfg.download.fields, seed=4, shape=(300, 400))
+    quick = ["train.epochs=1", "train.max_steps=2", "train.model.width=8", "train.loader.batch_size=8"]
+    with serve_directory(mirror) as url:
+        args = [
+            "run",
+            str(REPO / "configs" / "dr17.yaml"),
+            "--set",
+            f"download.base_url={url}",
+            "--workers",
+            "2",
+        ]
+        args += [arg for setting in quick for arg in ("--set", setting)]
+        args += ["--set", f"baselines.reference_set=[{', '.join(quick)}]"]
+        result = runner.invoke(app, [*args, *_overrides(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    assert "12 field(s) stored" in result.output
+    plan = read_plan(tmp_path / "work" / "dr17" / "plan.zarr")
+    assert plan.split["assignment"]["fields"]["test"] == ["008162-6-0080"]
+    assert sorted(plan.split["assignment"]["fields"]["val"]) == ["003918-3-0213", "007264-3-0111"]
+    assert (tmp_path / "work" / "dr17" / "report" / "index.html").is_file()
+    assert re.search(r"^classical: \d+ objects", result.output, re.M)
 
 
 @pytest.mark.slow

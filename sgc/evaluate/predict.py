@@ -144,12 +144,8 @@ def predict_fields(
             _predict_field_here(model.to(device), spec, cube, predictions, name, cfg, halo, device)
     else:
         _predict_with_dask(Path(checkpoint).resolve(), cube, predictions, todo, cfg, halo, compute)
-    tables = []
-    for name in names:
-        table = _field_objects(cube, predictions, name, cfg.min_area)
-        tables.append(table)
-        if name in todo:
-            summary.objects[name] = len(table)
+    tables = _objects(cube, predictions, names, cfg.min_area, compute if device.type == "cpu" else None)
+    summary.objects = {name: len(table) for name, table in zip(names, tables, strict=True) if name in todo}
     write_catalog(tables, out, CATALOG_STEM)
     if cfg.fits:
         for name in names:
@@ -262,7 +258,12 @@ def _predict_with_dask(
         left = {name: len(blocks) for name in todo}
         bar = progress.bar(total=len(futures), desc="predict", unit="block")
         for future in as_completed(futures):
-            future.result()  # a failed block fails the prediction: there is no field without it
+            try:
+                future.result()
+            except Exception as exc:  # a failed block fails the prediction: there is no field without it
+                raise PredictError(
+                    f"field {futures[future]}: {future.key} failed: {type(exc).__name__}: {exc}"
+                ) from exc
             bar.update()
             name = futures[future]
             left[name] -= 1
@@ -333,8 +334,21 @@ def _predict_field_here(
     predictions.mark_done(slot)
 
 
-def _field_objects(cube: CubeStore, predictions: PredictionStore, name: str, min_area: int) -> Table:
-    """The predicted objects of one field, from its stored class map and probabilities."""
+def _objects(
+    cube: CubeStore, predictions: PredictionStore, names: list[str], min_area: int, compute: Compute | None
+) -> list[Table]:
+    """The predicted objects of each field: one Dask task per field on the cluster, or here (GPU runs)."""
+    args = [(str(cube.path.resolve()), str(predictions.path.resolve()), name, min_area) for name in names]
+    if compute is None:
+        return [field_objects(*a) for a in args]
+    with compute.stage("predict") as client:
+        futures = [client.submit(field_objects, *a, key=f"objects-{a[2]}", pure=False) for a in args]
+        return client.gather(futures)
+
+
+def field_objects(store: str, predictions_path: str, name: str, min_area: int) -> Table:
+    """The predicted objects of one field, from its stored class map and probabilities (a Dask task)."""
+    cube, predictions = CubeStore.open(store), PredictionStore.open(predictions_path)
     slot = predictions.slot(name)
     r = cube[IMAGE][cube.slot(name), cube.bands.index("r")]
     return find_objects(

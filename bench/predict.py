@@ -1,0 +1,202 @@
+"""Seconds to predict one full SDSS field (2048 x 1489 pixels, five bands), per core.
+
+Compares, on the same model (the default U-Net, depth 4 and width 32, or the demo's: ``--model demo``):
+
+1. ``tiled``: sgc's stitched inference (:func:`sgc.evaluate.tiles.predict_array`): tiles of ``--tile``
+   (768) pixels, each dropping the model's receptive radius at its cut edges, in batches; the output equals
+   whole-field inference (tested). With 1 thread (per core) and with every core.
+2. ``per-patch loop``: the 2023 way, each 64 x 64 patch of the field through the model alone (batch 1), no
+   overlap (its seams are not this bench's concern). Timed on ``--patches`` (64) patches and scaled to the
+   field's 24 x 32 patches.
+3. ``sgc predict``: the pipeline itself (:func:`sgc.evaluate.predict.predict_fields`) on a store holding the
+   field, on a local Dask cluster of 1 and 2 single-threaded workers: tasks over blocks of chunks, each with
+   its halo, writing the prediction store and then the object catalogue.
+
+On a GPU (when CUDA is present) also ``tiled`` on the GPU with large batches, and with bf16 autocast.
+
+    python bench/predict.py [--model default|demo] [--tile 768] [--repeat 2]
+
+Prints a table and saves ``bench/results/predict.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import best_of, machine  # noqa: E402
+
+from sgc.classes import CLASS_NAMES  # noqa: E402
+from sgc.compute import Compute  # noqa: E402
+from sgc.config import ComputeConfig, IngestConfig, ModelConfig, PredictConfig, load_config  # noqa: E402
+from sgc.cube.store import CubeStore  # noqa: E402
+from sgc.evaluate.predict import predict_fields  # noqa: E402
+from sgc.evaluate.tiles import predict_array  # noqa: E402
+from sgc.model.unet import UNet  # noqa: E402
+from sgc.train.checkpoint import InferenceSpec, save_checkpoint  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SHAPE = (1489, 2048)
+PATCH = 64
+FIELD = "009001-3-0011"
+
+
+def model_config(name: str) -> ModelConfig:
+    return ModelConfig() if name == "default" else load_config(REPO / "configs" / "demo.yaml").train.model
+
+
+def field_image() -> np.ndarray:
+    """A normalised five-band field: sky noise of sigma 1 with a few thousand point sources."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(5, *SHAPE)).astype(np.float32)
+    y, x = rng.integers(0, SHAPE[0], 2000), rng.integers(0, SHAPE[1], 2000)
+    image[:, y, x] += rng.exponential(50, size=2000).astype(np.float32)
+    return image
+
+
+def per_patch_seconds(model: UNet, image: np.ndarray, patches: int) -> float:
+    """Seconds for one field's 64 x 64 patches one at a time, from ``patches`` of them."""
+    ny, nx = image.shape[1:]
+    total = math.ceil(ny / PATCH) * math.ceil(nx / PATCH)
+    padded = np.zeros((5, math.ceil(ny / PATCH) * PATCH, math.ceil(nx / PATCH) * PATCH), dtype=np.float32)
+    padded[:, :ny, :nx] = image
+    origins = [(y, x) for y in range(0, padded.shape[1], PATCH) for x in range(0, padded.shape[2], PATCH)]
+    start = time.perf_counter()
+    with torch.no_grad():
+        for y, x in origins[:patches]:
+            torch.softmax(model(torch.from_numpy(padded[None, :, y : y + PATCH, x : x + PATCH])), dim=1)
+    return (time.perf_counter() - start) / patches * total
+
+
+def pipeline_seconds(cfg: ModelConfig, image: np.ndarray, tile: int, workers: int, folder: Path) -> float:
+    """Wall seconds of ``predict_fields`` on a store holding the field, with ``workers`` local workers."""
+    store = folder / "bench.zarr"
+    if not store.exists():
+        cube = CubeStore.create(store, SHAPE, IngestConfig())
+        cube.allocate([FIELD])
+        cube.write_field(0, image, np.ones(SHAPE, bool), _tan_header(SHAPE), {})
+    checkpoint = folder / "bench.pt"
+    if not checkpoint.exists():
+        torch.manual_seed(0)
+        model = UNet(cfg)
+        spec = InferenceSpec(
+            cfg, ("u", "g", "r", "i", "z"), CLASS_NAMES, _unit_normalisation(), PATCH, "bench"
+        )
+        save_checkpoint(checkpoint, {"model": model.state_dict(), "inference": spec.to_json()})
+    out = folder / f"out-{workers}"
+    shutil.rmtree(out, ignore_errors=True)
+    with Compute(ComputeConfig(workers=workers)) as compute:
+        compute.client()  # started before the clock, as in a run where earlier stages started it
+        start = time.perf_counter()
+        predict_fields(checkpoint, store, out, PredictConfig(tile=tile), compute, [FIELD])
+        return time.perf_counter() - start
+
+
+def _tan_header(shape: tuple[int, int]) -> str:
+    """The header text of a TAN grid like an SDSS frame's (0.396" per pixel)."""
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [150.0, 2.0]
+    wcs.wcs.crpix = [(shape[1] + 1) / 2, (shape[0] + 1) / 2]
+    wcs.wcs.cd = [[-0.396 / 3600, 0.0], [0.0, 0.396 / 3600]]
+    return wcs.to_header().tostring()
+
+
+def _unit_normalisation() -> dict[str, dict[str, float]]:
+    return {band: {"median": 0.0, "robust_sigma": 1.0} for band in "ugriz"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("default", "demo"), default="default")
+    parser.add_argument("--tile", type=int, default=768)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--patches", type=int, default=64)
+    parser.add_argument("--no-pipeline", action="store_true", help="skip the sgc predict rows")
+    args = parser.parse_args()
+
+    cfg = model_config(args.model)
+    torch.manual_seed(0)
+    model = UNet(cfg).eval()
+    image = field_image()
+    halo = cfg.halo
+    cores = len(os.sched_getaffinity(0))
+    rows = []
+
+    def add(method: str, seconds: float, threads: int, device: str = "cpu") -> None:
+        per_core = seconds * threads if device == "cpu" else seconds
+        rows.append(
+            {
+                "method": method,
+                "device": device,
+                "threads": threads,
+                "s_per_field": seconds,
+                "s_per_field_per_core": per_core,
+            }
+        )
+        print(
+            f"{method:<44} {device:<5} {threads:>2} thr  {seconds:8.2f} s  {per_core:8.2f} s/core", flush=True
+        )
+
+    for threads in sorted({1, cores}):
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            seconds = best_of(lambda: predict_array(model, image, args.tile, halo, batch=2), args.repeat)
+        add(f"tiled {args.tile}px, halo {halo}px, batch 2", seconds, threads)
+        add(
+            f"per-patch loop (64 px, batch 1; {args.patches} timed)",
+            per_patch_seconds(model, image, args.patches),
+            threads,
+        )
+    if not args.no_pipeline:
+        folder = Path(tempfile.mkdtemp(prefix="sgc-bench-predict-"))
+        try:
+            for workers in (1, 2):
+                add(
+                    f"sgc predict, {workers} Dask worker(s)",
+                    pipeline_seconds(cfg, image, args.tile, workers, folder),
+                    workers,
+                )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    if torch.cuda.is_available():
+        gpu = UNet(cfg).eval().cuda()
+        for amp in (None, torch.bfloat16):
+
+            def run(amp: torch.dtype | None = amp) -> None:
+                with torch.autocast("cuda", dtype=amp) if amp else nullcontext():
+                    predict_array(gpu, image, 1536, halo, batch=8, device="cuda")
+                torch.cuda.synchronize()
+
+            run()  # warm up: cuDNN picks its algorithms
+            add(
+                f"tiled 1536px on the GPU, batch 8{' bf16' if amp else ''}",
+                best_of(run, args.repeat),
+                1,
+                "cuda",
+            )
+
+    result = {"model": cfg.model_dump(), "tile": args.tile, "halo": halo, "field": list(SHAPE), "rows": rows}
+    result["machine"] = machine(("torch", "numpy", "dask", "distributed"))
+    out = HERE / "results" / f"predict-{args.model}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
