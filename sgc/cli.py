@@ -9,7 +9,6 @@ errors, ``--verbose`` adds what each stage does); bad input ends in one ``error:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,9 +16,10 @@ from typing import Annotated, Any
 import typer
 
 from sgc import __version__, progress
-from sgc.config import RunConfig, load_config, validate_config
+from sgc.compute import Compute
+from sgc.config import RunConfig, apply_overrides, load_config_file, merge_settings, validate_config
 from sgc.errors import SgcError
-from sgc.stages import STAGES
+from sgc.stages import STAGES, context, is_main_process, run_stage
 
 app = typer.Typer(
     name="sgc",
@@ -79,10 +79,8 @@ def _output(quiet: bool, verbose: bool) -> None:
     """Set where messages go and how many: sgc's own logger only, and the progress bars."""
     progress.set_enabled(not quiet)
     logger = logging.getLogger("sgc")
-    # Under torchrun every rank runs the command; one set of messages, from rank 0.
-    main = os.environ.get("RANK", "0") == "0"
     level = logging.DEBUG if verbose else logging.INFO
-    logger.setLevel(level if main and not quiet else logging.WARNING)
+    logger.setLevel(level if is_main_process() and not quiet else logging.WARNING)
     logger.propagate = False
     for handler in [h for h in logger.handlers if isinstance(h, _Terminal)]:
         logger.removeHandler(handler)
@@ -94,22 +92,17 @@ def _fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _merge(data: dict[str, Any], updates: dict[str, Any]) -> None:
-    """Merge the values given (not None) into ``data``, section by section."""
-    for key, value in updates.items():
-        if isinstance(value, dict):
-            _merge(data.setdefault(key, {}), value)
-        elif value is not None:
-            data[key] = value
-
-
 def _config(
-    path: Path | None, overrides: list[str] | None, updates: dict[str, Any] | None = None
+    path: Path | None,
+    overrides: list[str] | None,
+    updates: dict[str, Any] | None = None,
+    fixed: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Resolve the config: defaults, then the file, then ``--set``, then the command's own options."""
+    """Resolve the config: defaults, then the file, then ``--set``, then the options given (not None), then
+    what the command itself fixes; validated once, as a whole."""
     try:
-        data = load_config(path, overrides or []).model_dump(mode="json")
-        _merge(data, updates or {})
+        data = apply_overrides(load_config_file(path) if path else {}, overrides or [])
+        data = merge_settings(merge_settings(data, updates or {}, given_only=True), fixed or {})
         return validate_config(data, str(path) if path else "command line")
     except SgcError as exc:
         raise _fail(exc) from exc
@@ -133,9 +126,6 @@ def _run_stage(
 ) -> None:
     """Run a stage of the table (or several, in order) around ``store`` (or the config's paths); exit 1 at
     the first that left work undone."""
-    from sgc.compute import Compute
-    from sgc.stages import context, run_stage
-
     try:
         with Compute(cfg.compute) as compute:
             ctx = context(cfg, compute, store, **paths)
@@ -182,18 +172,18 @@ def run(
     except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"done in {time.perf_counter() - start:.1f} s: outputs in {cfg.paths.out_dir}")
-    _say_results(cfg)
+    _say_results(cfg.paths.evaluation, cfg.paths.report)
 
 
-def _say_results(cfg: RunConfig) -> None:
-    """The report's path and the headline object metrics of every method scored."""
-    from sgc.report.html import INDEX, headline, method_metrics
+def _say_results(evaluation: Path, report: Path | None = None) -> None:
+    """The headline object metrics of every method scored, and the report's page where there is one."""
+    from sgc.evaluate.score import headline, method_metrics
+    from sgc.report.html import INDEX
 
-    page = cfg.paths.report / INDEX
-    if page.is_file():
-        typer.echo(f"report: {page}")
-    for line in headline(method_metrics(cfg.paths.evaluation)):
+    for line in headline(method_metrics(evaluation)):
         typer.echo(line)
+    if report is not None and (report / INDEX).is_file():
+        typer.echo(f"report: {report / INDEX}")
 
 
 @app.command("config")
@@ -545,16 +535,17 @@ def evaluate(
         "catalogs": catalog,
         "evaluate": section,
         "predict": {"splits": split_names},
-        "baselines": {"reference": None, "classical": False},
         "compute": {"workers": workers, "scheduler": scheduler},
     }
-    cfg = _config(config, overrides, updates)
+    # The checkpoint given is scored alone: the baselines are sgc run's.
+    cfg = _config(config, overrides, updates, fixed={"baselines": {"reference": None, "classical": False}})
     paths = {"checkpoint": checkpoint, "predictions": out / "predictions", "evaluation": out}
     if frames is not None:
         # A store of the frames alone, labelled from their catalogue; with no plan, rows are scored.
         _run_stage(("ingest", "label", "predict", "evaluate"), cfg, _frames_store(out), raw=frames, **paths)
     else:
         _run_stage(("predict", "evaluate"), cfg, store, plan=plan, **paths)
+    _say_results(out)
 
 
 @app.command(help=STAGES["explain"].help)

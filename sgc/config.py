@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sgc.atomic import atomic_write
 from sgc.errors import SgcError
 from sgc.sdss.names import DEFAULT_BASE_URL, FieldId
+from sgc.windows import round_up
 
 CANONICAL_TEST_FIELD = "008162-6-0080"
 
@@ -88,7 +89,8 @@ class DownloadConfig(_Strict):
 
 
 class ComputeConfig(_Strict):
-    """Where every Dask stage runs (ingest, stats, label, exclude, split, audit): one client per run."""
+    """Where every Dask stage runs (ingest, stats, label, exclude, split, audit, predict on CPU): one client
+    per run."""
 
     workers: int = Field(2, ge=1, description="local worker processes (ignored with a scheduler)")
     scheduler: str | None = Field(None, description="address of a running dask.distributed scheduler")
@@ -240,8 +242,7 @@ class ModelConfig(_Strict):
     def halo(self) -> int:
         """The receptive radius rounded up to a multiple of ``2**depth``: the border a tile must drop for
         tiled inference to equal whole-image inference."""
-        step = 2**self.depth
-        return -(-self.receptive_radius // step) * step
+        return round_up(self.receptive_radius, 2**self.depth)
 
 
 class LossConfig(_Strict):
@@ -527,6 +528,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = child
         node[keys[-1]] = value
     return result
+
+
+def merge_settings(base: dict[str, Any], changes: dict[str, Any], given_only: bool = False) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, section by section (neither is modified).
+
+    Args:
+        base: settings as plain data.
+        changes: settings to put over them, nested the same way.
+        given_only: skip the values that are None, as command options not given are.
+    """
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            merged[key] = merge_settings(base.get(key) or {}, value, given_only)
+        elif value is not None or not given_only:
+            merged[key] = value
+    return merged
 
 
 def validate_config(data: dict[str, Any], source: str) -> RunConfig:

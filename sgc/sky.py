@@ -22,6 +22,24 @@ def unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
 
 
+def match_positions(
+    ra: np.ndarray, dec: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray, radius_arcsec: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match sky positions to the nearest of reference positions (all in degrees).
+
+    Returns:
+        ``(matched, nearest)``: for each position, whether a reference lies within ``radius_arcsec``, and the
+        index of the nearest reference (meaningful where matched).
+    """
+    ra, dec = np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
+    if ra.size == 0 or np.size(ref_ra) == 0:
+        return np.zeros(ra.shape, dtype=bool), np.zeros(ra.shape, dtype=np.int64)
+    tree = cKDTree(unit_vectors(np.asarray(ref_ra, dtype=np.float64), np.asarray(ref_dec, dtype=np.float64)))
+    distance, nearest = tree.query(unit_vectors(ra, dec), k=1)
+    chord = 2 * np.sin(np.radians(radius_arcsec / 3600) / 2)
+    return distance <= chord, np.asarray(nearest, dtype=np.int64)
+
+
 def pixel_scale_arcsec(wcs: WCS) -> float:
     """Mean pixel scale of a celestial WCS, arcsec per pixel (0.396 for SDSS frames)."""
     return float(np.mean(proj_plane_pixel_scales(wcs))) * 3600.0

@@ -35,6 +35,7 @@ from sgc.config import (
     apply_overrides,
     config_digest,
     load_config_file,
+    merge_settings,
     save_config,
     validate_config,
 )
@@ -177,8 +178,9 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _is_main_process() -> bool:
-    # Under torchrun every rank runs the train stage; one record, from rank 0.
+def is_main_process() -> bool:
+    """Whether this process speaks for the run: under torchrun every rank runs the command, and rank 0
+    alone logs and writes the stage records."""
     return os.environ.get("RANK", "0") == "0"
 
 
@@ -196,7 +198,7 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageResult:
     for line in result.details:
         log.log(level, "  %s", line.lstrip())
     # Stages that check their outputs directly keep no record.
-    if stage.complete is None and _is_main_process():
+    if stage.complete is None and is_main_process():
         record = {
             "stage": stage.name,
             "ok": result.ok,
@@ -378,8 +380,12 @@ def _stats(ctx: StageContext) -> StageResult:
 
 
 def _file_state(path: Path) -> Any:
-    """A file's digest, None where it is missing: what a downstream stage's fingerprint sees of it."""
-    return config_digest(path.read_text()) if path.is_file() else None
+    """A file's size and modification time, None where it is missing: what a downstream stage's fingerprint
+    sees of it (any rewrite changes it, and reading it costs nothing however large the file)."""
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _label(ctx: StageContext) -> StageResult:
@@ -487,8 +493,7 @@ def _train(ctx: StageContext) -> StageResult:
 def _checkpoint_state(ctx: StageContext) -> Any:
     from sgc.train.loop import BEST
 
-    best = ctx.paths.run / BEST
-    return [best.stat().st_size, best.stat().st_mtime_ns] if best.is_file() else None
+    return _file_state(ctx.paths.run / BEST)
 
 
 def _held_out(ctx: StageContext) -> dict[str, Any]:
@@ -517,12 +522,14 @@ def recipe_config(ctx: StageContext) -> RunConfig:
         ConfigError: a recipe file that cannot be read, or that sets anything but those sections.
     """
     path = ctx.cfg.baselines.reference
-    recipe = load_config_file(path)
+    recipe = apply_overrides(load_config_file(path), ctx.cfg.baselines.reference_set)
     extra = sorted(set(recipe) - set(RECIPE_SECTIONS))
     if extra:
-        raise ConfigError(f"{path}: a recipe sets only {', '.join(RECIPE_SECTIONS)}, not {', '.join(extra)}")
-    data = _merged(ctx.cfg.model_dump(mode="json"), recipe)
-    data = apply_overrides(data, ctx.cfg.baselines.reference_set)
+        raise ConfigError(
+            f"{path} (with baselines.reference_set): a recipe sets only {', '.join(RECIPE_SECTIONS)}, "
+            f"not {', '.join(extra)}"
+        )
+    data = merge_settings(ctx.cfg.model_dump(mode="json"), recipe)
     data.update(
         name=f"{ctx.cfg.name}-{Path(path).stem}",
         source="local",
@@ -530,14 +537,6 @@ def recipe_config(ctx: StageContext) -> RunConfig:
         baselines={"reference": None, "classical": False},
     )
     return validate_config(data, str(path))
-
-
-def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``changes`` merged in, section by section."""
-    merged = dict(base)
-    for key, value in changes.items():
-        merged[key] = _merged(base.get(key) or {}, value) if isinstance(value, dict) else value
-    return merged
 
 
 def _recipe_context(ctx: StageContext) -> StageContext:
@@ -615,12 +614,11 @@ def _region(ctx: StageContext, cube: CubeStore) -> Any:
 
 
 def _evaluate(ctx: StageContext) -> StageResult:
-    from sgc.evaluate.catalog import read_catalog_file
+    from sgc.evaluate.catalog import CATALOG_STEM, read_catalog_file
     from sgc.evaluate.classical import classical_predictions
-    from sgc.evaluate.predict import CATALOG_STEM, STORE_NAME, predict_fields
-    from sgc.evaluate.score import SUMMARY_JSON, plan_region, score, write_metrics
+    from sgc.evaluate.predict import STORE_NAME, predict_fields
+    from sgc.evaluate.score import METRICS_JSON, plan_region, score, write_metrics, write_summary
     from sgc.patches.planfile import read_plan
-    from sgc.report.html import headline
     from sgc.sdss.catalogs import read_catalogs
 
     catalogs = ctx.catalogs()
@@ -630,6 +628,8 @@ def _evaluate(ctx: StageContext) -> StageResult:
     region = _region(ctx, cube)
     catalog = read_catalogs(catalogs)
     out = ctx.paths.evaluation
+    methods: dict[str, str] = {}
+    notes: list[str] = []
 
     def scored(method: str, predicted: Path, folder: Path) -> dict[str, Any]:
         """Score the predictions in ``predicted``, writing the metrics into ``folder``."""
@@ -641,7 +641,6 @@ def _evaluate(ctx: StageContext) -> StageResult:
         methods[method] = str(folder.relative_to(out))
         return metrics
 
-    methods: dict[str, str] = {}
     results = {"sgc": scored("sgc", ctx.paths.predictions, out)}
     if ctx.cfg.baselines.reference is not None:
         sub = _recipe_context(ctx)
@@ -654,17 +653,20 @@ def _evaluate(ctx: StageContext) -> StageResult:
     if ctx.cfg.baselines.classical and ctx.paths.plan.exists():
         folder = out / "classical"
         train = plan_region(read_plan(ctx.paths.plan), "train", cube)
-        classical_predictions(cube, train, region, catalog, folder)
+        cut = classical_predictions(cube, train, region, catalog, folder)
         results["classical"] = scored("classical", folder, folder)
-    summary = {
-        "methods": methods,
-        "region": region.description,
-        "object": {m: r["object"] for m, r in results.items()},
-    }
-    with atomic_write(out / SUMMARY_JSON, "w", sync=False) as f:
-        f.write(json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    first, *others = headline(results)
-    return StageResult(True, first, {"methods": methods, "metrics": str(out)}, others)
+        notes.append(
+            f"classical: stars at concentration >= {cut['threshold_mag']:.3f} mag, tuned on "
+            f"{cut['train_sources']} catalogue-matched train source(s)"
+        )
+    summary = write_summary(results, methods, out)
+    details = [f"{method}: {out / folder / METRICS_JSON}" for method, folder in methods.items()] + notes
+    return StageResult(
+        True,
+        f"{len(results)} method(s) scored on {region.description}: {summary}",
+        {"methods": methods, "metrics": str(out)},
+        details,
+    )
 
 
 def _explain(ctx: StageContext) -> StageResult:
@@ -677,6 +679,10 @@ def _explain(ctx: StageContext) -> StageResult:
     cube = CubeStore.open(ctx.paths.store)
     if cfg.field is not None:
         y0, y1, x0, x1 = cfg.box
+        ny, nx = cube.shape
+        if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx):
+            grid = f"the {ny} x {nx} grid of {ctx.paths.store}"
+            raise StageError(f"explain.box {list(cfg.box)} is not inside {grid}")
         regions = [(cfg.field, (y0, y1), (x0, x1))]
     elif ctx.paths.plan.exists():
         plan = read_plan(ctx.paths.plan)
@@ -699,8 +705,14 @@ def _explain(ctx: StageContext) -> StageResult:
 # Where those stages' outputs are: imported when asked, so that the command line starts without torch.
 
 
+def _stats_json(ctx: StageContext) -> Path:
+    from sgc.cube.stats import STATS_JSON
+
+    return ctx.paths.stats / STATS_JSON
+
+
 def _objects_csv(ctx: StageContext) -> Path:
-    from sgc.evaluate.predict import CATALOG_STEM
+    from sgc.evaluate.catalog import CATALOG_STEM
 
     return ctx.paths.predictions / f"{CATALOG_STEM}.csv"
 
@@ -760,7 +772,7 @@ STAGES: dict[str, Stage] = {
             _stats,
             after=("ingest",),
             settings=_catalog_names,
-            state=lambda ctx: _file_state(ctx.paths.stats / "stats.json"),
+            state=lambda ctx: _file_state(_stats_json(ctx)),
         ),
         Stage(
             "label",
@@ -813,6 +825,7 @@ STAGES: dict[str, Stage] = {
             "train the 2023 recipe on the same data, to compare with",
             _reference,
             applies=lambda cfg: cfg.baselines.reference is not None,
+            state=_reference_state,
             complete=_reference_complete,
             command=False,
         ),

@@ -1,5 +1,5 @@
-"""Rectangular windows of a pixel grid (patches): the pixels they cover, and pixel counts inside them
-from a mask's integral image (summed-area table)."""
+"""Rectangular windows of a pixel grid (patches): the pixels they cover, pixel counts inside them from a
+mask's integral image (summed-area table), and which pixel a position falls in."""
 
 from __future__ import annotations
 
@@ -32,3 +32,19 @@ def coverage(shape: tuple[int, int], y0: np.ndarray, x0: np.ndarray, size: int) 
     for y, x in zip(np.asarray(y0).tolist(), np.asarray(x0).tolist(), strict=True):
         covered[y : y + size, x : x + size] = True
     return covered
+
+
+def round_up(value: int, step: int) -> int:
+    """The least multiple of ``step`` at or above ``value`` (a grid padded to whole pooling cells)."""
+    return -(-value // step) * step
+
+
+def nearest_pixel(position: np.ndarray) -> np.ndarray:
+    """The index of the pixel a position falls in (int64): pixel ``i`` spans ``[i - 0.5, i + 0.5)``."""
+    return np.floor(np.asarray(position, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+def pixels_in(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether each position's nearest pixel is set in ``mask`` (positions off the grid take the edge's)."""
+    ny, nx = mask.shape
+    return mask[np.clip(nearest_pixel(y), 0, ny - 1), np.clip(nearest_pixel(x), 0, nx - 1)]

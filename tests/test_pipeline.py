@@ -111,7 +111,8 @@ def test_every_dask_stage_ran_on_the_scheduler_given(demo_run) -> None:
     for stage in ("ingest", "stats", "label", "exclude", "split", "audit", "predict"):
         assert tasks[stage] > 0, (stage, dict(tasks))
     assert tasks["ingest"] == 6  # one task per field, into the run's store and into the 2023 recipe's
-    assert tasks["predict"] == 2 * 12  # the test field in 3 x 4 blocks of 2 x 2 chunks, sgc and 2023 recipe
+    # For sgc and the 2023 recipe: the test field in 3 x 4 blocks of 2 x 2 chunks, then its objects.
+    assert tasks["predict"] == 2 * (12 + 1)
     assert "dask: scheduler tcp://" in output
 
 
@@ -153,7 +154,7 @@ def test_dr17_runs_against_a_mirror_serving_simulated_fields_under_its_names(tmp
     """The twelve fields of the 2023 report, simulated small under their real names and served over HTTP."""
     from sgc.config import load_config
     from sgc.sdss.mirror import serve_directory
-    from sgc.sim.simulate import simulate_named
+    from tests.sim.named import simulate_named
 
     cfg = load_config(REPO / "configs" / "dr17.yaml")
     assert len(cfg.download.fields) == 12 and cfg.test_fields == ["008162-6-0080"]

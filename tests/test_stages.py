@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from sgc.compute import Compute
-from sgc.config import load_config
+from sgc.config import ConfigError, load_config
 from sgc.cube.store import ATTR_RAW_DIR, LABEL, CubeStore
-from sgc.stages import STAGES, context, read_record, run_stage
+from sgc.stages import STAGES, context, read_record, recipe_config, run_stage
 from tests.patches.synthetic import build_store, random_field, tan_header
 
 FIELDS = ("009001-3-0011", "009001-3-0012", "009001-3-0013")
@@ -105,3 +105,23 @@ def test_stage_commands_read_the_raw_folder_the_store_records(store: Path, tmp_p
         assert given.paths.raw == tmp_path / "mine"
         explicit = _config(tmp_path, f"raw_dir={tmp_path / 'configured'}")
         assert context(explicit, compute, store).paths.raw == tmp_path / "configured"
+
+
+def test_the_2023_recipe_changes_labels_and_training_only(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("label: {mode: point}\ntrain: {epochs: 2}\n")
+    cfg = _config(tmp_path, f"baselines.reference={recipe}", "baselines.reference_set=[train.lr=0.01]")
+    with Compute(cfg.compute) as compute:
+        ctx = context(cfg, compute)
+        sub = recipe_config(ctx)
+        assert (sub.name, sub.label.mode, sub.train.epochs, sub.train.lr) == ("sgc-recipe", "point", 2, 0.01)
+        assert sub.split == cfg.split and sub.test_fields == cfg.test_fields
+        assert sub.baselines.reference is None and sub.paths.store != cfg.paths.store
+        # Neither the file nor the overrides may touch the data or the split.
+        for data, given in (("split: {patch: 32}\n", []), ("train: {epochs: 2}\n", ["split.patch=32"])):
+            recipe.write_text(data)
+            ctx.cfg = cfg.model_copy(
+                update={"baselines": cfg.baselines.model_copy(update={"reference_set": given})}
+            )
+            with pytest.raises(ConfigError, match="a recipe sets only label, train, not split"):
+                recipe_config(ctx)

@@ -18,6 +18,7 @@ from astropy.wcs import WCS
 from sgc.cube.store import VALID, CubeStore
 from sgc.sdss.names import FieldId
 from sgc.sky import grid_cap, unit_vectors
+from sgc.windows import nearest_pixel
 
 
 def project_near(
@@ -50,9 +51,8 @@ def objects_on_field(table: Table, wcs: WCS, valid: np.ndarray) -> tuple[np.ndar
     """
     ny, nx = valid.shape
     near, fx, fy = project_near(table, wcs, (ny, nx))
-    # Pixel i spans [i - 0.5, i + 0.5); a failed projection (NaN) goes to -1, off the grid.
-    x = np.floor(np.nan_to_num(fx, nan=-1.0) + 0.5).astype(np.int64)
-    y = np.floor(np.nan_to_num(fy, nan=-1.0) + 0.5).astype(np.int64)
+    # A failed projection (NaN) goes to -1, off the grid.
+    x, y = nearest_pixel(np.nan_to_num(fx, nan=-1.0)), nearest_pixel(np.nan_to_num(fy, nan=-1.0))
     inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny)
     inside[inside] = valid[y[inside], x[inside]]
     return near[inside], x[inside], y[inside]

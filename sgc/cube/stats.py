@@ -23,6 +23,8 @@ from sgc.cube.quantiles import METHOD, band_stats
 from sgc.cube.store import IMAGE, VALID, CubeStore
 from sgc.sdss.catalogs import read_catalogs
 
+STATS_JSON = "stats.json"
+
 
 def compute_stats(store: str | Path, catalogs: Sequence[str | Path] | None = None) -> dict[str, Any]:
     """Per-band pixel statistics of a store and, per field, its valid fraction and catalogue counts.
@@ -71,7 +73,7 @@ def write_stats(stats: Mapping[str, Any], out_dir: str | Path) -> Path:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "stats.json"
+    path = out_dir / STATS_JSON
     with atomic_write(path, "w", sync=False) as f:
         f.write(json.dumps(stats, indent=2, allow_nan=False) + "\n")
     return path

@@ -22,9 +22,11 @@ from scipy import ndimage
 
 from sgc.atomic import atomic_write
 from sgc.classes import CLASS_NAMES, GALAXY, SKY, STAR
+from sgc.sdss.catalogs import nanomaggies_to_mag
 
 SMOOTH_PX = 1.0
 PEAK_DISTANCE_PX = 3
+CATALOG_STEM = "objects"
 COLUMNS: tuple[str, ...] = ("field", "id", "ra", "dec", "x", "y", "class", "prob", "area", "flux_r", "mag_r")
 
 
@@ -91,26 +93,51 @@ def _measure(
     star = ndimage.mean(np.nan_to_num(prob[STAR].astype(np.float64)), segments, index)
     galaxy = ndimage.mean(np.nan_to_num(prob[GALAXY].astype(np.float64)), segments, index)
     flux = ndimage.sum_labels(np.nan_to_num(flux_r, nan=0.0).astype(np.float64), segments, index)
-    ra, dec = wcs.pixel_to_world_values(x, y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.where(flux > 0, 22.5 - 2.5 * np.log10(flux), np.nan)
     order = np.lexsort((x, y))
-    table = Table(
+    classes = np.where(star >= galaxy, STAR, GALAXY)
+    prob = np.maximum(star, galaxy)
+    return make_catalog(field, wcs, *(v[order] for v in (x, y, classes, prob, area, flux)))
+
+
+def make_catalog(
+    field: str,
+    wcs: WCS,
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: np.ndarray,
+    prob: np.ndarray,
+    area: np.ndarray,
+    flux_r: np.ndarray,
+) -> Table:
+    """An object catalogue of one field, columns :data:`COLUMNS`, ids from 1 in the order given.
+
+    Args:
+        field: the field id.
+        wcs: the field's grid WCS, which gives RA and Dec.
+        x, y: centroids, 0-based pixels.
+        classes: class values (star or galaxy).
+        prob: the probability of each object's class.
+        area: pixels of each object.
+        flux_r: r-band flux, nanomaggies.
+    """
+    if len(x) == 0:
+        return empty_catalog()
+    ra, dec = wcs.pixel_to_world_values(x, y)
+    return Table(
         {
-            "field": np.full(index.size, field, dtype="<U13"),
-            "id": np.arange(1, index.size + 1, dtype=np.int64),
-            "ra": np.asarray(ra, dtype=np.float64)[order],
-            "dec": np.asarray(dec, dtype=np.float64)[order],
-            "x": x[order],
-            "y": y[order],
-            "class": np.where(star >= galaxy, CLASS_NAMES[STAR], CLASS_NAMES[GALAXY])[order].astype("<U6"),
-            "prob": np.maximum(star, galaxy)[order].astype(np.float32),
-            "area": area[order].astype(np.int64),
-            "flux_r": flux[order].astype(np.float32),
-            "mag_r": mag[order].astype(np.float32),
+            "field": np.full(len(x), field, dtype="<U13"),
+            "id": np.arange(1, len(x) + 1, dtype=np.int64),
+            "ra": np.asarray(ra, dtype=np.float64),
+            "dec": np.asarray(dec, dtype=np.float64),
+            "x": np.asarray(x, dtype=np.float64),
+            "y": np.asarray(y, dtype=np.float64),
+            "class": np.asarray(CLASS_NAMES)[np.asarray(classes)].astype("<U6"),
+            "prob": np.asarray(prob, dtype=np.float32),
+            "area": np.asarray(area).astype(np.int64),
+            "flux_r": np.asarray(flux_r, dtype=np.float32),
+            "mag_r": nanomaggies_to_mag(flux_r).astype(np.float32),
         }
     )
-    return table
 
 
 def empty_catalog() -> Table:
@@ -121,8 +148,8 @@ def empty_catalog() -> Table:
     return Table({name: np.empty(0, dtype=kinds[name]) for name in COLUMNS})
 
 
-def write_catalog(tables: list[Table], folder: str | Path, stem: str = "objects") -> list[Path]:
-    """Write the objects of every field as ``FOLDER/STEM.fits`` and ``FOLDER/STEM.csv``, atomically.
+def write_catalog(tables: list[Table], folder: str | Path) -> list[Path]:
+    """Write the objects of every field as ``FOLDER/objects.fits`` and ``FOLDER/objects.csv``, atomically.
 
     Returns:
         The two paths.
@@ -132,7 +159,7 @@ def write_catalog(tables: list[Table], folder: str | Path, stem: str = "objects"
     table.meta = {"EXTNAME": "OBJECTS"}
     written = []
     for suffix, fmt in ((".fits", "fits"), (".csv", "ascii.csv")):
-        path = folder / f"{stem}{suffix}"
+        path = folder / f"{CATALOG_STEM}{suffix}"
         with atomic_write(path, "wb" if fmt == "fits" else "w", sync=False) as f:
             table.write(f, format=fmt)
         written.append(path)

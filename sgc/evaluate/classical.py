@@ -26,10 +26,12 @@ from astropy.table import Table
 from sgc.classes import CLASS_NAMES, GALAXY, IGNORE, SKY, STAR
 from sgc.cube.objects import locate_objects
 from sgc.cube.store import CLASS, IMAGE, PROB, VALID, CubeStore, PredictionStore
-from sgc.evaluate.catalog import empty_catalog, write_catalog
+from sgc.evaluate.catalog import make_catalog, write_catalog
 from sgc.evaluate.metrics import MATCH_ARCSEC
+from sgc.evaluate.predict import STORE_NAME
 from sgc.evaluate.score import Region
-from sgc.sky import unit_vectors
+from sgc.sky import match_positions
+from sgc.windows import pixels_in
 
 DETECT_SIGMA = 1.5
 MIN_AREA = 5
@@ -88,17 +90,10 @@ def detect(cube: CubeStore, field: str) -> Detections:
 
 def _match(cube: CubeStore, field: str, found: Detections, catalog: Table) -> tuple[np.ndarray, np.ndarray]:
     """Catalogue class of every detection with a catalogue object within the match radius, and which."""
-    slot = cube.slot(field)
     located = locate_objects(cube, catalog, [field])
-    if len(located) == 0 or len(found.x) == 0:
-        return np.zeros(len(found.x), dtype=bool), np.empty(0, dtype="<U6")
-    from scipy.spatial import cKDTree
-
-    ra, dec = cube.field_wcs(slot).pixel_to_world_values(found.x, found.y)
-    tree = cKDTree(unit_vectors(np.asarray(located["ra"]), np.asarray(located["dec"])))
-    distance, nearest = tree.query(unit_vectors(np.asarray(ra), np.asarray(dec)), k=1)
-    matched = distance <= 2 * np.sin(np.radians(MATCH_ARCSEC / 3600) / 2)
-    return matched, np.asarray(located["class"])[nearest[matched]]
+    ra, dec = cube.field_wcs(cube.slot(field)).pixel_to_world_values(found.x, found.y)
+    matched, nearest = match_positions(ra, dec, located["ra"], located["dec"], MATCH_ARCSEC)
+    return matched, np.asarray(located["class"], dtype="<U6")[nearest[matched]]
 
 
 def tune_threshold(concentration: np.ndarray, is_star: np.ndarray) -> float:
@@ -128,6 +123,14 @@ def classical_predictions(
 ) -> dict[str, Any]:
     """Detect, tune the cut on ``train``, classify the fields of ``scored``, and write predictions to ``out``.
 
+    Args:
+        cube: the cube store (the aligned r band).
+        train: the region whose catalogue-matched sources tune the threshold.
+        scored: the region whose fields are classified.
+        catalog: the catalogue (common shape of :mod:`sgc.sdss.catalogs`).
+        out: the output folder: a prediction store and an object catalogue, as :mod:`sgc.evaluate.predict`
+            writes them.
+
     Returns:
         What the baseline was: its method, threshold and the train sources it was tuned on.
     """
@@ -137,7 +140,7 @@ def classical_predictions(
     concentration, stars = [], []
     for name, mask in train.masks.items():
         matched, classes = _match(cube, name, found[name], catalog)
-        inside = _inside(mask, found[name].x, found[name].y)
+        inside = pixels_in(mask, found[name].x, found[name].y)
         keep = inside[matched]
         concentration.append(found[name].concentration[matched][keep])
         stars.append(classes[keep] == "star")
@@ -152,7 +155,7 @@ def classical_predictions(
         "detect_sigma": DETECT_SIGMA,
         "apertures_px": [INNER_PX, OUTER_PX],
     }
-    store_path = out / "predictions.zarr"
+    store_path = out / STORE_NAME
     if store_path.exists():
         shutil.rmtree(store_path)
     names = list(scored.masks)
@@ -171,36 +174,8 @@ def classical_predictions(
         predictions[PROB][slot] = prob
         predictions[CLASS][slot] = cls
         predictions.mark_done(slot)
-        tables.append(_catalog(cube, name, found[name], classes))
+        d = found[name]
+        wcs = cube.field_wcs(cube.slot(name))
+        tables.append(make_catalog(name, wcs, d.x, d.y, classes, np.ones(len(d.x)), d.area, d.flux))
     write_catalog(tables, out)
     return record
-
-
-def _inside(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.floor(x + 0.5).astype(np.int64), 0, mask.shape[1] - 1)
-    iy = np.clip(np.floor(y + 0.5).astype(np.int64), 0, mask.shape[0] - 1)
-    return mask[iy, ix]
-
-
-def _catalog(cube: CubeStore, field: str, found: Detections, classes: np.ndarray) -> Table:
-    """The detections as an object catalogue (the same columns as the model's)."""
-    if len(found.x) == 0:
-        return empty_catalog()
-    ra, dec = cube.field_wcs(cube.slot(field)).pixel_to_world_values(found.x, found.y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.where(found.flux > 0, 22.5 - 2.5 * np.log10(found.flux), np.nan)
-    return Table(
-        {
-            "field": np.full(len(found.x), field, dtype="<U13"),
-            "id": np.arange(1, len(found.x) + 1, dtype=np.int64),
-            "ra": np.asarray(ra, dtype=np.float64),
-            "dec": np.asarray(dec, dtype=np.float64),
-            "x": found.x,
-            "y": found.y,
-            "class": np.array([CLASS_NAMES[k] for k in classes], dtype="<U6"),
-            "prob": np.ones(len(found.x), dtype=np.float32),
-            "area": found.area.astype(np.int64),
-            "flux_r": found.flux.astype(np.float32),
-            "mag_r": mag.astype(np.float32),
-        }
-    )

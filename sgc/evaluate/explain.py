@@ -27,6 +27,7 @@ from sgc.evaluate.predict import normalised_window
 from sgc.model.unet import UNet
 from sgc.patches.planfile import PatchPlan
 from sgc.train.checkpoint import InferenceSpec
+from sgc.windows import round_up
 
 INDEX_NAME = "gradcam.json"
 
@@ -47,22 +48,22 @@ def gradcam(model: UNet, image: torch.Tensor, cls: int, layer: nn.Module | None 
     kept: dict[str, torch.Tensor] = {}
 
     def keep(_: nn.Module, __: Any, output: torch.Tensor) -> None:
-        output.retain_grad()
         kept["activations"] = output
 
     handle = layer.register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            logits = model(image[None].requires_grad_(False))
+            logits = model(image[None])
             assigned = logits.argmax(dim=1, keepdim=True) == cls
             mask = assigned if assigned.any() else torch.ones_like(assigned)
             score = (logits[:, cls : cls + 1] * mask).sum()
-            model.zero_grad(set_to_none=True)
-            score.backward()
+            activations = kept["activations"]
+            # The gradient of the score with respect to the activations alone: no parameter gets a .grad.
+            (grad,) = torch.autograd.grad(score, activations)
     finally:
         handle.remove()
-    activations = kept["activations"]
-    weights = activations.grad.mean(dim=(2, 3), keepdim=True)
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    activations = activations.detach()
     cam = F.relu((weights * activations).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0].detach()
     peak = float(cam.max())
@@ -100,11 +101,18 @@ def explain_region(
 
     The region is run through the model grown to a multiple of ``2**depth`` (zeros past the grid), and the
     maps are cut back to it.
+
+    Args:
+        model: the U-Net (in eval mode), and ``spec`` how its checkpoint normalises the bands.
+        spec: see ``model``.
+        cube: the cube store.
+        field: the field id.
+        rows, cols: ``(first, end)`` of the region on the stored grid.
     """
     step = 2**spec.model.depth
     (y0, y1), (x0, x1) = rows, cols
     h, w = y1 - y0, x1 - x0
-    grown = (y0 + -(-h // step) * step, x0 + -(-w // step) * step)
+    grown = (y0 + round_up(h, step), x0 + round_up(w, step))
     window = normalised_window(cube, cube.slot(field), spec, (y0, grown[0]), (x0, grown[1]))
     image = torch.from_numpy(window)
     with torch.no_grad():
@@ -114,7 +122,11 @@ def explain_region(
 
 
 def busiest_patches(plan: PatchPlan, split: str, count: int) -> list[tuple[str, int, int]]:
-    """The ``count`` patches of a split with the most star and galaxy pixels: ``(field, y0, x0)``."""
+    """The ``count`` patches of a split with the most star and galaxy pixels (those holding both first).
+
+    Returns:
+        ``(field, y0, x0)`` of each, busiest first.
+    """
     rows = plan.rows(split)
     if len(rows) == 0 or count == 0:
         return []
@@ -126,6 +138,11 @@ def busiest_patches(plan: PatchPlan, split: str, count: int) -> list[tuple[str, 
 
 def write_explained(explained: list[Explained], cube: CubeStore, out: str | Path) -> list[Path]:
     """A figure per region (bands, label, prediction, the two maps) and an index, into ``out``.
+
+    Args:
+        explained: the regions' maps (:func:`explain_region`).
+        cube: the cube store they were made from (bands and, where it has them, labels).
+        out: the output folder; the index is ``gradcam.json``.
 
     Returns:
         The figures' paths.

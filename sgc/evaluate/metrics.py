@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from sgc.classes import CLASS_NAMES, IGNORE, OBJECT_CLASSES, SKY
-from sgc.sky import unit_vectors
+from sgc.sky import match_positions
+from sgc.windows import nearest_pixel
 
 OBJECT_RADIUS_PX = 2.0
 MATCH_ARCSEC = 1.5
@@ -169,7 +169,7 @@ def object_classes(prob: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.n
     """
     _, ny, nx = prob.shape
     # The disk around the object's position, not around its nearest pixel: pixel centres within the radius.
-    cy, cx = np.floor(np.asarray(y) + 0.5).astype(np.int64), np.floor(np.asarray(x) + 0.5).astype(np.int64)
+    cy, cx = nearest_pixel(y), nearest_pixel(x)
     r = int(np.ceil(OBJECT_RADIUS_PX)) + 1
     oy, ox = np.mgrid[-r : r + 1, -r : r + 1]
     py = cy[:, None] + oy.ravel()[None, :]
@@ -236,12 +236,8 @@ def purity(
     predicted_ra: np.ndarray, predicted_dec: np.ndarray, catalog_ra: np.ndarray, catalog_dec: np.ndarray
 ) -> float:
     """Share of predicted objects with a catalogue object within :data:`MATCH_ARCSEC` (0 if none)."""
-    if len(predicted_ra) == 0 or len(catalog_ra) == 0:
-        return 0.0
-    tree = cKDTree(unit_vectors(np.asarray(catalog_ra), np.asarray(catalog_dec)))
-    chord = 2 * np.sin(np.radians(MATCH_ARCSEC / 3600) / 2)
-    distance, _ = tree.query(unit_vectors(np.asarray(predicted_ra), np.asarray(predicted_dec)), k=1)
-    return float(np.mean(distance <= chord))
+    matched, _ = match_positions(predicted_ra, predicted_dec, catalog_ra, catalog_dec, MATCH_ARCSEC)
+    return float(matched.mean()) if matched.size else 0.0
 
 
 def magnitude_bins(mag: np.ndarray) -> list[tuple[float | None, float | None, np.ndarray]]:

@@ -33,6 +33,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from sgc import __version__, progress
+from sgc.atomic import atomic_write
 from sgc.classes import CLASS_NAMES, IGNORE
 from sgc.compute import Compute
 from sgc.config import PredictConfig
@@ -50,11 +51,11 @@ from sgc.errors import SgcError
 from sgc.evaluate.catalog import find_objects, write_catalog
 from sgc.evaluate.tiles import predict_array
 from sgc.train.checkpoint import InferenceSpec, load_model
+from sgc.windows import round_up
 
 log = logging.getLogger(__name__)
 
 STORE_NAME = "predictions.zarr"
-CATALOG_STEM = "objects"
 FITS_DIR = "fits"
 
 
@@ -70,7 +71,7 @@ class PredictSummary:
         out: the output folder (prediction store, object catalogue, FITS files).
         fields: fields predicted now.
         skipped: fields already predicted with this checkpoint.
-        objects: objects found per field (predicted now).
+        objects: objects in the catalogue per field (every field of the store, predicted now or before).
         device: where the model ran.
     """
 
@@ -81,20 +82,21 @@ class PredictSummary:
     device: str = "cpu"
 
     def format(self) -> str:
-        """One line, then one per field predicted."""
+        """One line, then one per field in the catalogue."""
         total = sum(self.objects.values())
         lines = [
             f"{self.out}: {len(self.fields)} field(s) predicted on {self.device}, "
-            f"{len(self.skipped)} already done; {total} object(s) found"
+            f"{len(self.skipped)} already done; {total} object(s) in the catalogue"
         ]
-        lines += [f"{name}: {self.objects.get(name, 0)} objects" for name in self.fields]
+        lines += [f"{name}: {count} objects" for name, count in self.objects.items()]
         return "\n".join(lines)
 
 
 def checkpoint_record(path: str | Path, spec: InferenceSpec) -> dict[str, Any]:
     """How a prediction store names the checkpoint it came from: path, sha256, and what it was trained as."""
     path = Path(path).resolve()
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     return {"path": str(path), "sha256": digest, "inference": spec.to_json(), "sgc_version": __version__}
 
 
@@ -145,8 +147,8 @@ def predict_fields(
     else:
         _predict_with_dask(Path(checkpoint).resolve(), cube, predictions, todo, cfg, halo, compute)
     tables = _objects(cube, predictions, names, cfg.min_area, compute if device.type == "cpu" else None)
-    summary.objects = {name: len(table) for name, table in zip(names, tables, strict=True) if name in todo}
-    write_catalog(tables, out, CATALOG_STEM)
+    summary.objects = {name: len(table) for name, table in zip(names, tables, strict=True)}
+    write_catalog(tables, out)
     if cfg.fits:
         for name in names:
             write_fits(predictions, name, out / FITS_DIR)
@@ -192,8 +194,15 @@ def normalised_window(
 ) -> np.ndarray:
     """The bands of a window of a field, normalised as the model was trained, zero beyond the grid.
 
-    ``rows`` and ``cols`` may reach past the grid (into whole-field inference's padding): those pixels,
-    like pixels no band covers (NaN), are 0: the sky's median.
+    Args:
+        cube: the cube store.
+        slot: the field's slot in it.
+        spec: the checkpoint's inference spec (bands and their normalisation).
+        rows, cols: ``(first, end)`` of the window; they may reach past the grid (into whole-field
+            inference's padding): those pixels, like pixels no band covers (NaN), are 0, the sky's median.
+
+    Returns:
+        ``(bands, rows, columns)`` float32.
     """
     ny, nx = cube.shape
     (y0, y1), (x0, x1) = rows, cols
@@ -203,10 +212,6 @@ def normalised_window(
     inside = inside * scale[:, None, None] + offset[:, None, None]
     window[:, : inside.shape[1], : inside.shape[2]] = np.nan_to_num(inside, nan=0.0)
     return window
-
-
-def _round_up(value: int, step: int) -> int:
-    return -(-value // step) * step
 
 
 def _blocks(shape: tuple[int, int], chunk: int, block: int) -> list[tuple[int, int, int, int]]:
@@ -256,20 +261,19 @@ def _predict_with_dask(
                 )
                 futures[future] = name
         left = {name: len(blocks) for name in todo}
-        bar = progress.bar(total=len(futures), desc="predict", unit="block")
-        for future in as_completed(futures):
-            try:
-                future.result()
-            except Exception as exc:  # a failed block fails the prediction: there is no field without it
-                raise PredictError(
-                    f"field {futures[future]}: {future.key} failed: {type(exc).__name__}: {exc}"
-                ) from exc
-            bar.update()
-            name = futures[future]
-            left[name] -= 1
-            if left[name] == 0:
-                predictions.mark_done(predictions.slot(name))
-        bar.close()
+        with progress.bar(total=len(futures), desc="predict", unit="block") as bar:
+            for future in as_completed(futures):
+                try:
+                    future.result()
+                except Exception as exc:  # a failed block fails the prediction: no field without it
+                    raise PredictError(
+                        f"field {futures[future]}: {future.key} failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+                bar.update()
+                name = futures[future]
+                left[name] -= 1
+                if left[name] == 0:
+                    predictions.mark_done(predictions.slot(name))
 
 
 @lru_cache(maxsize=2)
@@ -289,15 +293,27 @@ def predict_block(
     tile: int,
     batch: int,
 ) -> None:
-    """Predict one chunk-aligned block of a field and write it (runs in a Dask worker)."""
+    """Predict one chunk-aligned block of a field and write it (runs in a Dask worker).
+
+    Args:
+        checkpoint: the checkpoint file (its model is loaded once per worker).
+        store: the cube store, and ``slot`` the field's slot in it.
+        slot: see ``store``.
+        out: the prediction store, and ``out_slot`` the field's slot in it.
+        out_slot: see ``out``.
+        region: the block ``(y0, y1, x0, x1)``, chunk-aligned so that no two tasks write one chunk.
+        halo: pixels of context read around the block (the model's receptive radius, rounded up).
+        tile: edge of the tiles the window is cut into.
+        batch: tiles per forward pass.
+    """
     model, spec = _worker_model(checkpoint, Path(checkpoint).stat().st_mtime_ns)
     cube = CubeStore.open(store)
     step = 2**spec.model.depth
     y0, y1, x0, x1 = region
-    padded = (_round_up(cube.shape[0], step), _round_up(cube.shape[1], step))
+    padded = (round_up(cube.shape[0], step), round_up(cube.shape[1], step))
     # The window starts and ends on the pooling grid of whole-field inference, or at its padded edge.
-    rows = (max(0, (y0 - halo) // step * step), min(padded[0], _round_up(y1 + halo, step)))
-    cols = (max(0, (x0 - halo) // step * step), min(padded[1], _round_up(x1 + halo, step)))
+    rows = (max(0, (y0 - halo) // step * step), min(padded[0], round_up(y1 + halo, step)))
+    cols = (max(0, (x0 - halo) // step * step), min(padded[1], round_up(x1 + halo, step)))
     window = normalised_window(cube, slot, spec, rows, cols)
     prob = predict_array(model, window, tile, halo, batch)
     prob = prob[:, y0 - rows[0] : y1 - rows[0], x0 - cols[0] : x1 - cols[0]]
@@ -347,7 +363,14 @@ def _objects(
 
 
 def field_objects(store: str, predictions_path: str, name: str, min_area: int) -> Table:
-    """The predicted objects of one field, from its stored class map and probabilities (a Dask task)."""
+    """The predicted objects of one field, from its stored class map and probabilities (a Dask task).
+
+    Args:
+        store: the cube store (its r band measures the objects' flux).
+        predictions_path: the prediction store holding the field.
+        name: the field id.
+        min_area: smallest object kept, pixels.
+    """
     cube, predictions = CubeStore.open(store), PredictionStore.open(predictions_path)
     slot = predictions.slot(name)
     r = cube[IMAGE][cube.slot(name), cube.bands.index("r")]
@@ -363,6 +386,11 @@ def field_objects(store: str, predictions_path: str, name: str, min_area: int) -
 
 def write_fits(predictions: PredictionStore, name: str, folder: Path) -> list[Path]:
     """A field's class map and probability cube as FITS images with the field's WCS (DS9, astropy).
+
+    Args:
+        predictions: the prediction store.
+        name: the field id.
+        folder: where the two files go.
 
     Returns:
         ``class-FIELD.fits`` (uint8) and ``prob-FIELD.fits`` (float32, classes along the third axis).
@@ -380,7 +408,7 @@ def write_fits(predictions: PredictionStore, name: str, folder: Path) -> list[Pa
         (folder / f"class-{name}.fits", predictions[CLASS][slot], celestial),
         (folder / f"prob-{name}.fits", predictions[PROB][slot].astype(np.float32), cube_header),
     ):
-        folder.mkdir(parents=True, exist_ok=True)
-        fits.PrimaryHDU(data, hdr).writeto(path, overwrite=True)
+        with atomic_write(path, sync=False) as f:
+            fits.PrimaryHDU(data, hdr).writeto(f)
         written.append(path)
     return written

@@ -15,6 +15,7 @@ defines every number):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from sgc.evaluate.metrics import ConfusionMatrix, object_classes, object_metrics
 from sgc.patches.plan import patch_origins
 from sgc.patches.planfile import PatchPlan
 from sgc.sdss.names import BANDS
-from sgc.windows import coverage
+from sgc.windows import coverage, pixels_in
 
 METRICS_JSON = "metrics.json"
 METRICS_MD = "metrics.md"
@@ -78,6 +79,11 @@ class Region:
 def plan_region(plan: PatchPlan, split: str, cube: CubeStore) -> Region:
     """The pixels the patches of a plan's split cover, field by field.
 
+    Args:
+        plan: the patch plan.
+        split: ``train``, ``val`` or ``test``.
+        cube: the cube store the plan was cut from.
+
     Raises:
         EvaluateError: if the split has no patch.
     """
@@ -117,7 +123,9 @@ def rows_region(cube: CubeStore, rows: tuple[int, int] | None, patch: int = 64) 
         masks[name] = mask
         y0, x0 = patch_origins((first, end), (0, nx), patch, patch)
         patches[name] = [
-            (y, x) for y, x in zip(y0.tolist(), x0.tolist(), strict=True) if mask[y, x : x + patch].any()
+            (y, x)
+            for y, x in zip(y0.tolist(), x0.tolist(), strict=True)
+            if mask[y : y + patch, x : x + patch].any()
         ]
     return Region(masks, patches, patch, f"rows {first}:{end} of {len(masks)} field(s)")
 
@@ -180,9 +188,7 @@ def score(
         for key, value in parts.items():
             found[key].append(value)
         here = objects[objects["field"] == name]
-        ix = np.clip(np.floor(np.asarray(here["x"]) + 0.5).astype(np.int64), 0, mask.shape[1] - 1)
-        iy = np.clip(np.floor(np.asarray(here["y"]) + 0.5).astype(np.int64), 0, mask.shape[0] - 1)
-        keep = mask[iy, ix]
+        keep = pixels_in(mask, here["x"], here["y"])
         predicted_ra.append(np.asarray(here["ra"])[keep])
         predicted_dec.append(np.asarray(here["dec"])[keep])
     scored = Table({key: np.concatenate(values) for key, values in found.items()})
@@ -226,6 +232,11 @@ def r_magnitudes(table: Table) -> np.ndarray:
 
 def write_metrics(metrics: dict[str, Any], scored: Table, out_dir: str | Path) -> list[Path]:
     """Write ``metrics.json`` (strict JSON), ``metrics.md`` and the scored objects (CSV) into ``out_dir``.
+
+    Args:
+        metrics: :func:`score`'s metrics (with a ``method`` name, for the Markdown's title).
+        scored: :func:`score`'s scored objects.
+        out_dir: the output folder.
 
     Returns:
         The three paths.
@@ -303,3 +314,54 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         for c in CLASS_NAMES
     ]
     return "\n".join(lines) + "\n"
+
+
+def write_summary(
+    results: Mapping[str, Mapping[str, Any]], folders: Mapping[str, str], out_dir: Path
+) -> Path:
+    """Write ``summary.json`` into ``out_dir``: which folder holds each method's metrics, and their object
+    scores side by side.
+
+    Args:
+        results: each method's metrics (:func:`score`'s first value, with its ``region``), main model first.
+        folders: each method's folder, relative to ``out_dir``.
+        out_dir: the run's evaluation folder.
+    """
+    first = next(iter(results.values()))
+    summary = {
+        "methods": dict(folders),
+        "region": first["region"]["description"],
+        "object": {method: metrics["object"] for method, metrics in results.items()},
+    }
+    path = Path(out_dir) / SUMMARY_JSON
+    with atomic_write(path, "w", sync=False) as f:
+        f.write(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def method_metrics(evaluation: Path) -> dict[str, dict[str, Any]]:
+    """The metrics of every method scored, by method name (the main model first)."""
+    summary = _read_json(evaluation / SUMMARY_JSON) or {}
+    found = {}
+    for method, folder in summary.get("methods", {}).items():
+        metrics = _read_json(evaluation / folder / METRICS_JSON)
+        if metrics is not None:
+            found[method] = metrics
+    return found
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def headline(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per method with its headline object metrics, for the terminal."""
+    lines = []
+    for method, m in metrics.items():
+        o = m["object"]
+        lines.append(
+            f"{method}: {o['n']} objects, detection recall {o['detection_recall']:.3f}, "
+            f"accuracy {o['accuracy']:.3f}, MCC {o['mcc']:.3f}, purity {o['purity']:.3f}, "
+            f"F1 star {o['star']['f1']:.3f} galaxy {o['galaxy']['f1']:.3f}"
+        )
+    return lines

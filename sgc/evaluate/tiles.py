@@ -25,9 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def _round_up(value: int, step: int) -> int:
-    return -(-value // step) * step
+from sgc.windows import round_up
 
 
 def tile_origins(size: int, tile: int, halo: int, step: int) -> list[int]:
@@ -35,6 +33,15 @@ def tile_origins(size: int, tile: int, halo: int, step: int) -> list[int]:
 
     Neighbouring tiles overlap by at least ``2 * halo + step`` pixels, so every pixel is at least ``halo``
     from the cut edges of some tile; origins are multiples of ``step`` and the last tile ends at ``size``.
+
+    Args:
+        size: the padded image's length along the axis.
+        tile: the tile's edge (a multiple of ``step``).
+        halo: the pixels a tile's prediction drops at each cut edge.
+        step: the pooling grid, ``2**depth``.
+
+    Raises:
+        ValueError: if ``tile`` is too small for the halo.
     """
     if size <= tile:
         return [0]
@@ -91,10 +98,10 @@ def predict_array(
     """
     step = 2**model.depth
     bands, ny, nx = image.shape
-    padded_shape = (_round_up(ny, step), _round_up(nx, step))
+    padded_shape = (round_up(ny, step), round_up(nx, step))
     padded = np.zeros((bands, *padded_shape), dtype=np.float32)
     padded[:, :ny, :nx] = image
-    size = (min(_round_up(tile, step), padded_shape[0]), min(_round_up(tile, step), padded_shape[1]))
+    size = (min(round_up(tile, step), padded_shape[0]), min(round_up(tile, step), padded_shape[1]))
     total = np.zeros((model.classes, *padded_shape), dtype=np.float64)
     weights = np.zeros(padded_shape, dtype=np.float64)
     origins = list(_tiles(padded_shape, size, halo, step))
@@ -121,7 +128,7 @@ def predict_whole(model: nn.Module, image: np.ndarray, device: torch.device | st
     """
     step = 2**model.depth
     bands, ny, nx = image.shape
-    padded = np.zeros((bands, _round_up(ny, step), _round_up(nx, step)), dtype=np.float32)
+    padded = np.zeros((bands, round_up(ny, step), round_up(nx, step)), dtype=np.float32)
     padded[:, :ny, :nx] = image
     logits = model(torch.from_numpy(padded[None]).to(device))
     return torch.softmax(logits.float(), dim=1)[0, :, :ny, :nx].cpu().numpy()

@@ -62,6 +62,12 @@ def irg_composite(i: np.ndarray, r: np.ndarray, g: np.ndarray) -> np.ndarray:
     return make_lupton_rgb(*bands, stretch=IRG_STRETCH, Q=IRG_Q)
 
 
+def irg_window(cube: CubeStore, slot: int, rows: slice, cols: slice) -> np.ndarray:
+    """The IRG composite (:func:`irg_composite`) of a window of a stored field, ``(rows, columns, 3)``."""
+    i, r, g = cube[IMAGE].oindex[slot, [cube.bands.index(b) for b in IRG_BANDS], rows, cols]
+    return irg_composite(i, r, g)
+
+
 def irg_panels(
     store: str | Path,
     field: str,

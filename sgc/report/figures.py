@@ -4,10 +4,9 @@ training log, ``metrics.json``, the prediction store, the scored objects) and co
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.table import Table
@@ -17,9 +16,12 @@ from matplotlib.patches import Patch
 
 from sgc.classes import CLASS_NAMES, GALAXY, IGNORE, OBJECT_CLASSES, STAR
 from sgc.cube.store import CLASS, IMAGE, CubeStore, PredictionStore
-from sgc.report.cube_figures import irg_composite
+from sgc.report.cube_figures import irg_window
 from sgc.report.png import save_png
 from sgc.report.style import CLASS_COLOURS, DPI, OBJECT_MARKERS, PLURALS
+
+if TYPE_CHECKING:
+    from sgc.evaluate.explain import Explained
 
 WRONG_COLOUR = "red"
 CUTOUT_PX = 24
@@ -32,26 +34,35 @@ def _class_map_rgb(cls: np.ndarray) -> tuple[np.ndarray, ListedColormap]:
     return index, ListedColormap([CLASS_COLOURS[c] for c in (*CLASS_NAMES, "ignore")])
 
 
-def training_curves(metrics_csv: str | Path, out: str | Path) -> Path:
-    """Train and validation loss, and validation pixel F1 per class, by epoch."""
-    with Path(metrics_csv).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    epochs = [int(r["epoch"]) for r in rows]
+def training_curves(rows: Sequence[Mapping[str, float]], out: str | Path) -> Path:
+    """Train and validation loss, and validation pixel F1 per class, by epoch.
+
+    Args:
+        rows: the training log (:func:`sgc.train.log.read_metrics`); a value missing from a row is skipped.
+        out: the PNG to write.
+    """
     fig = Figure(figsize=(11, 4), dpi=DPI, layout="constrained")
     loss, f1 = fig.subplots(1, 2)
     for key, style in (("train_loss", "-"), ("val_loss", "--")):
-        values = [float(r[key]) for r in rows if r.get(key)]
+        epochs, values = _series(rows, key)
         if values:
-            loss.plot(epochs[: len(values)], values, style, color="k", label=key.replace("_", " "))
+            loss.plot(epochs, values, style, color="k", label=key.replace("_", " "))
     loss.set(xlabel="epoch", ylabel="loss", title="loss")
     loss.legend()
     for name in CLASS_NAMES:
-        key = f"val_f1_{name}"
-        if rows and key in rows[0]:
-            f1.plot(epochs, [float(r[key]) for r in rows], "o-", color=CLASS_COLOURS[name], label=name)
+        epochs, values = _series(rows, f"val_f1_{name}")
+        if values:
+            f1.plot(epochs, values, "o-", color=CLASS_COLOURS[name], label=name)
     f1.set(xlabel="epoch", ylabel="pixel F1", title="validation pixel F1", ylim=(0, 1.02))
-    f1.legend()
+    if f1.get_legend_handles_labels()[0]:
+        f1.legend()
     return save_png(fig, out)
+
+
+def _series(rows: Sequence[Mapping[str, float]], key: str) -> tuple[list[float], list[float]]:
+    """The epochs that logged ``key``, and its values there."""
+    pairs = [(row["epoch"], row[key]) for row in rows if key in row]
+    return [e for e, _ in pairs], [v for _, v in pairs]
 
 
 def confusion_figure(metrics: Mapping[str, Mapping[str, Any]], out: str | Path) -> Path:
@@ -122,20 +133,26 @@ def prediction_figure(
     """A crop of a scored field: the bands with the catalogue's objects, beside the predicted classes.
 
     Objects the model got wrong are circled in red on both panels.
+
+    Args:
+        cube: the cube store (the bands).
+        predictions: the prediction store (the classes).
+        scored: the scored catalogue objects (:func:`sgc.evaluate.score.score`).
+        field: the field shown.
+        out: the PNG to write.
     """
     mine = scored[scored["field"] == field]
     x, y = np.asarray(mine["x"]), np.asarray(mine["y"])
     y0, x0 = _crop(cube.shape, x, y, CROP_PX)
     h, w = min(CROP_PX, cube.shape[0]), min(CROP_PX, cube.shape[1])
     slot = cube.slot(field)
-    bands = [cube.bands.index(b) for b in "irg"]
-    i, r, g = cube[IMAGE].oindex[slot, bands, y0 : y0 + h, x0 : x0 + w]
     cls = predictions[CLASS][predictions.slot(field), y0 : y0 + h, x0 : x0 + w]
     index, cmap = _class_map_rgb(cls)
     extent = (x0 - 0.5, x0 + w - 0.5, y0 - 0.5, y0 + h - 0.5)
     fig = Figure(figsize=(12, 6.4), dpi=DPI, layout="constrained")
     left, right = fig.subplots(1, 2)
-    left.imshow(irg_composite(i, r, g), origin="lower", extent=extent, interpolation="nearest")
+    irg = irg_window(cube, slot, slice(y0, y0 + h), slice(x0, x0 + w))
+    left.imshow(irg, origin="lower", extent=extent, interpolation="nearest")
     right.imshow(
         index, origin="lower", extent=extent, cmap=cmap, vmin=-0.5, vmax=3.5, interpolation="nearest"
     )
@@ -178,6 +195,13 @@ def wrong_objects_figure(
 ) -> Path | None:
     """Cut-outs of the brightest catalogue objects the model got wrong: the bands and the predicted classes.
 
+    Args:
+        cube: the cube store (the bands).
+        predictions: the prediction store (the classes).
+        scored: the scored catalogue objects (:func:`sgc.evaluate.score.score`).
+        out: the PNG to write.
+        count: most objects shown.
+
     Returns:
         ``out``, or None when no object was wrong.
     """
@@ -195,11 +219,10 @@ def wrong_objects_figure(
         cx, cy = int(round(float(obj["x"]))), int(round(float(obj["y"])))
         y0, x0 = min(max(cy - half, 0), ny - CUTOUT_PX), min(max(cx - half, 0), nx - CUTOUT_PX)
         slot = cube.slot(field)
-        bands = [cube.bands.index(b) for b in "irg"]
-        i, r, g = cube[IMAGE].oindex[slot, bands, y0 : y0 + CUTOUT_PX, x0 : x0 + CUTOUT_PX]
         cls = predictions[CLASS][predictions.slot(field), y0 : y0 + CUTOUT_PX, x0 : x0 + CUTOUT_PX]
         index, cmap = _class_map_rgb(cls)
-        axes[0, k].imshow(irg_composite(i, r, g), origin="lower", interpolation="nearest")
+        irg = irg_window(cube, slot, slice(y0, y0 + CUTOUT_PX), slice(x0, x0 + CUTOUT_PX))
+        axes[0, k].imshow(irg, origin="lower", interpolation="nearest")
         axes[1, k].imshow(index, origin="lower", cmap=cmap, vmin=-0.5, vmax=3.5, interpolation="nearest")
         mag_text = "" if not np.isfinite(obj["mag_r"]) else f"r={float(obj['mag_r']):.1f}\n"
         axes[0, k].set_title(f"{mag_text}true {obj['truth']}\npredicted {obj['predicted']}", fontsize=8)
@@ -210,13 +233,19 @@ def wrong_objects_figure(
     return save_png(fig, out)
 
 
-def gradcam_figure(cube: CubeStore, explained: Any, label: np.ndarray | None, out: str | Path) -> Path:
-    """One patch: its bands, label and prediction, and the star and galaxy Grad-CAM maps over its r band."""
+def gradcam_figure(cube: CubeStore, explained: Explained, label: np.ndarray | None, out: str | Path) -> Path:
+    """One patch: its bands, label and prediction, and the star and galaxy Grad-CAM maps over its r band.
+
+    Args:
+        cube: the cube store the maps were made from.
+        explained: the region's maps (:func:`sgc.evaluate.explain.explain_region`).
+        label: the region's labels, None where the store has none.
+        out: the PNG to write.
+    """
     slot, (h, w) = cube.slot(explained.field), explained.shape
     window = (slice(explained.y0, explained.y0 + h), slice(explained.x0, explained.x0 + w))
-    bands = [cube.bands.index(b) for b in "irg"]
-    i, r, g = cube[IMAGE].oindex[slot, bands, window[0], window[1]]
-    panels = [("bands (IRG)", irg_composite(i, r, g), None)]
+    panels = [("bands (IRG)", irg_window(cube, slot, *window), None)]
+    r = cube[IMAGE][slot, cube.bands.index("r"), window[0], window[1]]
     if label is not None:
         panels.append(("label", *_class_map_rgb(label)))
     panels.append(("prediction", *_class_map_rgb(explained.prediction)))

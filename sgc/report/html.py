@@ -9,12 +9,11 @@ section whose outputs are missing says so instead of showing an empty table.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import html
 import json
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,16 @@ from sgc import __version__
 from sgc.atomic import atomic_write
 from sgc.classes import CLASS_NAMES, OBJECT_CLASSES
 from sgc.config import RunConfig, RunPaths
+from sgc.cube.stats import STATS_JSON
 from sgc.cube.store import CubeStore, PredictionStore
-from sgc.evaluate.score import METRICS_JSON, SCORED_CSV, SUMMARY_JSON
+from sgc.evaluate.explain import INDEX_NAME
+from sgc.evaluate.metrics import OBJECT_RADIUS_PX
+from sgc.evaluate.predict import STORE_NAME
+from sgc.evaluate.score import SCORED_CSV, method_metrics
 from sgc.report import figures
+from sgc.report.split import REPORT_JSON, report_table
+from sgc.stages import read_record
+from sgc.train.log import read_metrics
 
 INDEX = "index.html"
 IMAGES = "img"
@@ -78,24 +84,13 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def method_metrics(evaluation: Path) -> dict[str, dict[str, Any]]:
-    """The metrics of every method scored, by method name (the main model first)."""
-    summary = _read_json(evaluation / SUMMARY_JSON) or {}
-    found = {}
-    for method, folder in summary.get("methods", {}).items():
-        metrics = _read_json(evaluation / folder / METRICS_JSON)
-        if metrics is not None:
-            found[method] = metrics
-    return found
-
-
 def write_report(cfg: RunConfig, paths: RunPaths) -> Path:
     """Write the run's report into ``paths.report`` and return the page's path."""
     out = paths.report
     images = out / IMAGES
     images.mkdir(parents=True, exist_ok=True)
     sections = [
-        _fields_section(paths, images),
+        _fields_section(paths),
         _data_section(paths, images),
         _training_section(paths, images),
         _results_section(paths, images),
@@ -117,34 +112,16 @@ def write_report(cfg: RunConfig, paths: RunPaths) -> Path:
     return path
 
 
-def _fields_section(paths: RunPaths, images: Path) -> str:
+def _fields_section(paths: RunPaths) -> str:
     parts = ["<h2>Fields and splits</h2>"]
-    split = _read_json(paths.plan_report / "split_report.json")
+    split = _read_json(paths.plan_report / REPORT_JSON)
     if split:
-        rows = []
-        for name, s in split["splits"].items():
-            fractions = s["class_fractions"] or {}
-            objects = s["objects"] or {}
-            rows.append(
-                [
-                    name,
-                    s["fields"],
-                    s["patches"],
-                    *(fractions.get(c) for c in ("sky", "star", "galaxy", "ignore")),
-                    objects.get("star"),
-                    objects.get("galaxy"),
-                ]
-            )
-        parts.append(
-            _table(
-                ["split", "fields", "patches", "sky", "star", "galaxy", "ignore", "stars", "galaxies"], rows
-            )
-        )
+        parts.append(_table(*report_table(split)))
         parts.append(
             f"<p class='note'>{html.escape(split['mode'])} split, {split['patch']} px patches; class columns "
             "are shares of the patches' pixels, stars and galaxies are catalogue objects.</p>"
         )
-    stats = _read_json(paths.stats / "stats.json")
+    stats = _read_json(paths.stats / STATS_JSON)
     if stats:
         rows = [
             [
@@ -198,20 +175,21 @@ def _data_section(paths: RunPaths, images: Path) -> str:
 
 
 def _training_section(paths: RunPaths, images: Path) -> str:
-    log = paths.run / "metrics.csv"
-    if not log.is_file():
+    rows = read_metrics(paths.run)
+    if not rows:
         return "<h2>Training</h2><p class='note'>No training log in this run.</p>"
-    curves = figures.training_curves(log, images / "training.png")
-    with log.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    best = max(rows, key=lambda r: float(r.get("val_f1") or "-inf"))
+    curves = figures.training_curves(rows, images / "training.png")
+    # The epoch training kept (best.pt), as the train stage recorded it: by validation F1 where there is a
+    # validation split, by training loss where there is none.
+    record = (read_record(paths, "train") or {}).get("record") or {}
+    best = next((r for r in rows if r["epoch"] == record.get("best_epoch")), {})
     table = _table(
         ["epochs", "best epoch", "val F1 star", "val F1 galaxy", "val F1 sky"],
         [
             [
                 len(rows),
-                int(best["epoch"]),
-                *(float(best.get(f"val_f1_{c}") or 0) for c in ("star", "galaxy", "sky")),
+                record.get("best_epoch"),
+                *(best.get(f"val_f1_{c}") for c in ("star", "galaxy", "sky")),
             ]
         ],
     )
@@ -232,7 +210,8 @@ def _results_section(paths: RunPaths, images: Path) -> str:
         f"<p class='note'>Scored on the {html.escape(first['region']['description'])}.</p>",
     ]
     parts.append(
-        "<h3>Objects (each catalogue object by the mean predicted probability within 2 px of it)</h3>"
+        "<h3>Objects (each catalogue object by the mean predicted probability within "
+        f"{OBJECT_RADIUS_PX:g} px of it)</h3>"
     )
     rows = [
         [
@@ -287,7 +266,7 @@ def _results_section(paths: RunPaths, images: Path) -> str:
 
 def _predictions(paths: RunPaths, images: Path) -> str:
     scored_path = paths.evaluation / SCORED_CSV
-    store = paths.predictions / "predictions.zarr"
+    store = paths.predictions / STORE_NAME
     if not (scored_path.is_file() and store.exists()):
         return "<p class='note'>No predictions to show.</p>"
     scored = Table.read(scored_path, format="ascii.csv")
@@ -310,7 +289,7 @@ def _predictions(paths: RunPaths, images: Path) -> str:
 
 
 def _explain_section(paths: RunPaths, images: Path) -> str:
-    index = _read_json(paths.explain / "gradcam.json")
+    index = _read_json(paths.explain / INDEX_NAME)
     if not index:
         return "<h2>Grad-CAM</h2><p class='note'>No Grad-CAM maps in this run.</p>"
     parts = [
@@ -323,16 +302,3 @@ def _explain_section(paths: RunPaths, images: Path) -> str:
         for item in index
     ]
     return "".join(parts)
-
-
-def headline(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """One line per method with its headline object metrics, for the terminal."""
-    lines = []
-    for method, m in metrics.items():
-        o = m["object"]
-        lines.append(
-            f"{method}: {o['n']} objects, detection recall {o['detection_recall']:.3f}, "
-            f"accuracy {o['accuracy']:.3f}, MCC {o['mcc']:.3f}, purity {o['purity']:.3f}, "
-            f"F1 star {o['star']['f1']:.3f} galaxy {o['galaxy']['f1']:.3f}"
-        )
-    return lines

@@ -35,7 +35,7 @@ from sgc.classes import GALAXY, IGNORE, LABEL_VALUES, STAR
 from sgc.cube.objects import locate_objects
 from sgc.cube.store import EXCLUDE, IMAGE, LABEL, VALID, CubeStore
 from sgc.patches.planfile import SPLITS, PatchPlan
-from sgc.report.cube_figures import irg_composite
+from sgc.report.cube_figures import irg_window
 from sgc.report.png import save_png
 from sgc.report.style import CLASS_COLOURS, DPI, SPLIT_COLOURS
 from sgc.sdss.catalogs import read_catalogs
@@ -43,6 +43,8 @@ from sgc.sdss.names import BANDS, FieldId
 from sgc.windows import coverage
 
 CLASSES = tuple(LABEL_VALUES)
+REPORT_JSON = "split_report.json"
+REPORT_MD = "split_report.md"
 EXCLUDED_RGBA = (0.6, 0.1, 0.75, 0.45)  # purple: red is the test split's colour
 INVALID_RGBA = (1.0, 0.85, 0.0, 0.7)
 PATCH_FIGURE_SIZE = (10.0, 5.4)
@@ -99,17 +101,11 @@ def split_report(
     }
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """The report as a Markdown table, one row per split."""
+def report_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The report's table: its column names, and one row of cells per split."""
     columns = ["split", "fields", "patches", *CLASSES, "invalid", "stars", "galaxies"]
     columns.append("dropped: excluded / invalid")
-    lines = [
-        f"Patch plan of {report['store']}: {report['patch']} px patches, stride {report['stride']}, "
-        f"{report['mode']} split, seed {report['seed']}",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|" + " --- |" * len(columns),
-    ]
+    rows = []
     for split, s in report["splits"].items():
         fractions = s["class_fractions"] or {}
         objects = s["objects"] or {}
@@ -124,14 +120,28 @@ def format_report(report: dict[str, Any]) -> str:
             str(objects.get("galaxy", "-")),
             f"{dropped.get('dropped_excluded', '-')} / {dropped.get('dropped_invalid', '-')}",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    return columns, rows
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a Markdown table, one row per split."""
+    columns, rows = report_table(report)
+    lines = [
+        f"Patch plan of {report['store']}: {report['patch']} px patches, stride {report['stride']}, "
+        f"{report['mode']} split, seed {report['seed']}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + " --- |" * len(columns),
+    ]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     lines += ["", "Class fractions are over patch pixels (overlapping patches count twice)."]
     if not report["objects_counted"]:
         lines.append("Objects were not counted: no catalogue given.")
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
+def write_report_files(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Write ``split_report.json`` and ``split_report.md`` into ``out_dir``, atomically.
 
     Returns:
@@ -141,8 +151,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in (
-        ("split_report.json", json.dumps(report, indent=2, allow_nan=False) + "\n"),
-        ("split_report.md", format_report(report)),
+        (REPORT_JSON, json.dumps(report, indent=2, allow_nan=False) + "\n"),
+        (REPORT_MD, format_report(report)),
     ):
         path = out_dir / name
         with atomic_write(path, "w", sync=False) as f:
@@ -172,7 +182,7 @@ def write_split_report(
         Paths by name: ``json``, ``markdown``, ``patch_label``, ``exclusion``, ``patch_grid``.
     """
     out_dir = Path(out_dir)
-    json_path, md_path = write_report(split_report(plan, store, catalogs), out_dir)
+    json_path, md_path = write_report_files(split_report(plan, store, catalogs), out_dir)
     field = str(FieldId.parse(field)) if field else _figure_field(plan, CubeStore.open(store))
     return {
         "json": json_path,
@@ -212,7 +222,6 @@ def patch_label_figure(store: str | Path, plan: PatchPlan, out: str | Path, row:
     cube = CubeStore.open(store)
     slot, y0, x0, p = int(patch["field_index"]), int(patch["y0"]), int(patch["x0"]), plan.patch
     window = (slice(y0, y0 + p), slice(x0, x0 + p))
-    i, r, g = cube[IMAGE].oindex[slot, [BANDS.index(b) for b in "irg"], window[0], window[1]]
     label = cube[LABEL][slot, window[0], window[1]]
     # Colour index of each pixel: the classes in the order of CLASSES.
     classes = np.select([label == STAR, label == GALAXY, label == IGNORE], [1, 2, 3], 0)
@@ -220,7 +229,7 @@ def patch_label_figure(store: str | Path, plan: PatchPlan, out: str | Path, row:
     fig = Figure(figsize=PATCH_FIGURE_SIZE, dpi=DPI, layout="constrained")
     left, right = fig.subplots(1, 2)
     extent = (x0 - 0.5, x0 + p - 0.5, y0 - 0.5, y0 + p - 0.5)
-    left.imshow(irg_composite(i, r, g), origin="lower", extent=extent, interpolation="nearest")
+    left.imshow(irg_window(cube, slot, *window), origin="lower", extent=extent, interpolation="nearest")
     left.set(title="image (IRG composite)", xlabel="x (pixel)", ylabel="y (pixel)")
     right.imshow(classes, origin="lower", extent=extent, cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5)
     right.set(title="label", xlabel="x (pixel)")

@@ -66,6 +66,13 @@ _R_INDEX = BANDS.index("r")
 _CALIBOBJ_KIND = re.compile(r"^calibObj-\d{6}-\d-(star|gal)(?![a-z])", re.IGNORECASE)
 
 
+def nanomaggies_to_mag(flux: np.ndarray) -> np.ndarray:
+    """Pogson magnitudes of fluxes in nanomaggies (zero point 22.5), NaN where a flux is not positive."""
+    flux = np.asarray(flux, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(flux > 0, 22.5 - 2.5 * np.log10(flux), np.nan)
+
+
 def read_catalog(path: str | Path, kind: CatalogFormat | None = None) -> Table:
     """Read a calibObj, photoObj or plain FITS catalogue into the common table shape.
 
@@ -265,10 +272,8 @@ def _magnitudes(
     fluxes gives every catalogue kind the same definition. Non-positive fluxes have no magnitude (NaN).
     """
     if f"{prefix}FLUX" in columns:
-        flux = _per_band(data, columns, f"{prefix}FLUX", n, keep, path).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mag = np.where(flux > 0, 22.5 - 2.5 * np.log10(flux), np.nan)
-        return mag.astype(np.float32)
+        flux = _per_band(data, columns, f"{prefix}FLUX", n, keep, path)
+        return nanomaggies_to_mag(flux).astype(np.float32)
     return _per_band(data, columns, f"{prefix}MAG", n, keep, path)
 
 

@@ -26,7 +26,6 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -216,26 +215,6 @@ def simulate(
         written = list(progress.bar(done, total=len(tasks), desc="simulate", unit="field"))
     for sim_run, fields in plans:
         write_calibobj(out_dir, sim_run, fields)
-    return written
-
-
-def simulate_named(
-    out_dir: str | Path, fields: Sequence[FieldId | str], seed: int = 0, shape: tuple[int, int] = FRAME_SHAPE
-) -> list[FieldId]:
-    """Simulate the given fields under their own names: each is its own run and camcol, scanned along a stripe
-    of its own (so no two share sky), with the calibObj files of its run and camcol.
-
-    A mirror that serves simulated files where SDSS serves real ones, for testing a real field list offline.
-
-    Returns:
-        The fields written, in the order given.
-    """
-    written = []
-    for k, name in enumerate(fields):
-        fid = FieldId.parse(name)
-        sim_run = SimRun(fid.run, fid.camcol, seed, DEFAULT_STRIPE + k, shape)
-        written.append(simulate_field(out_dir, sim_run, fid.field))
-        write_calibobj(out_dir, sim_run, [fid.field])
     return written
 
 

@@ -133,6 +133,16 @@ class MetricsLog:
             self._writer = None
 
 
+def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of a run's ``metrics.csv`` (``epoch`` and its scalars; a cell left empty is left out), empty
+    where the run logged nothing."""
+    path = Path(run_dir) / _CSV_NAME
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [{key: float(value) for key, value in row.items() if value} for row in csv.DictReader(f)]
+
+
 def _epoch_of(row: list[str], width: int) -> int | None:
     """The epoch of a complete CSV row, None for a short (partly written) or malformed one."""
     if len(row) != width:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from typer.testing import CliRunner
 
+from sgc.cli import app
 from sgc.config import SplitConfig
 from sgc.cube.store import CubeStore
 from sgc.evaluate.explain import busiest_patches, explain_region, gradcam, write_explained
@@ -49,3 +51,15 @@ def test_the_busiest_patches_are_those_with_most_objects(sim: tuple[Path, Path],
     best = rows[int(np.argmax(objects + np.minimum(rows["n_star"], rows["n_galaxy"])))]
     assert picked[0] == (str(best["field"]), int(best["y0"]), int(best["x0"]))
     assert busiest_patches(plan, "test", 0) == []
+
+
+def test_sgc_explain_refuses_a_region_off_the_grid(
+    checkpoint: Path, sim: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, store = sim
+    field = CubeStore.open(store).done_fields()[0]
+    args = ["explain", str(checkpoint), "--store", str(store), "--out", str(tmp_path / "x"), "--field", field]
+    result = CliRunner().invoke(app, [*args, "--region", "200:400,0:64", "-q"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: explain.box [200, 400, 0, 64] is not inside the 300 x 400 grid")
+    assert not (tmp_path / "x").exists()
