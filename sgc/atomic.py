@@ -1,7 +1,9 @@
-"""Writing a file so that a reader, or a run killed half way, only ever sees the old or the new version."""
+"""Writing a file so that a reader, or a run killed half way, only ever sees the old or the new version;
+and the JSON files sgc writes that way."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -60,3 +62,21 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_json(path: str | Path, value: Any, indent: int = 1) -> Path:
+    """Write ``value`` as strict JSON (no NaN or infinity) with a final newline, atomically.
+
+    Raises:
+        ValueError: if ``value`` holds a NaN or infinity.
+    """
+    text = json.dumps(value, indent=indent, allow_nan=False) + "\n"
+    with atomic_write(path, "w", sync=False) as f:
+        f.write(text)
+    return Path(path)
+
+
+def read_json(path: str | Path) -> Any | None:
+    """A JSON file's value, None where the file does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None

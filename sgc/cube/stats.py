@@ -8,7 +8,6 @@ on the fields by :mod:`sgc.cube.objects`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import dask.array as da
 import numpy as np
 from astropy.table import Table
 
-from sgc.atomic import atomic_write
+from sgc.atomic import write_json
 from sgc.cube.objects import objects_on_field
 from sgc.cube.quantiles import METHOD, band_stats
 from sgc.cube.store import IMAGE, VALID, CubeStore
@@ -73,10 +72,7 @@ def write_stats(stats: Mapping[str, Any], out_dir: str | Path) -> Path:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / STATS_JSON
-    with atomic_write(path, "w", sync=False) as f:
-        f.write(json.dumps(stats, indent=2, allow_nan=False) + "\n")
-    return path
+    return write_json(out_dir / STATS_JSON, stats, indent=2)
 
 
 def valid_pixels(store: CubeStore, slots: Sequence[int] | np.ndarray) -> da.Array:

@@ -10,7 +10,6 @@ decoder.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own idiom
 from torch import nn
 
-from sgc.atomic import atomic_write
+from sgc.atomic import write_json
 from sgc.classes import CLASS_NAMES, GALAXY, STAR
 from sgc.cube.store import LABEL, CubeStore
 from sgc.evaluate.predict import normalised_window
@@ -159,6 +158,5 @@ def write_explained(explained: list[Explained], cube: CubeStore, out: str | Path
         index.append(
             {"field": item.field, "y0": item.y0, "x0": item.x0, "shape": [h, w], "figure": path.name}
         )
-    with atomic_write(out / INDEX_NAME, "w", sync=False) as f:
-        f.write(json.dumps(index, indent=1) + "\n")
+    write_json(out / INDEX_NAME, index)
     return figures

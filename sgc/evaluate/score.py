@@ -14,7 +14,6 @@ defines every number):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
-from sgc.atomic import atomic_write
+from sgc.atomic import atomic_write, read_json, write_json
 from sgc.classes import CLASS_NAMES, GALAXY, IGNORE, OBJECT_CLASSES, STAR
 from sgc.cube.objects import locate_objects
 from sgc.cube.store import CLASS, LABEL, PROB, VALID, CubeStore, PredictionStore
@@ -242,17 +241,12 @@ def write_metrics(metrics: dict[str, Any], scored: Table, out_dir: str | Path) -
         The three paths.
     """
     out_dir = Path(out_dir)
-    written = []
-    for name, text in (
-        (METRICS_JSON, json.dumps(metrics, indent=2, allow_nan=False) + "\n"),
-        (METRICS_MD, format_metrics(metrics)),
-    ):
-        with atomic_write(out_dir / name, "w", sync=False) as f:
-            f.write(text)
-        written.append(out_dir / name)
+    written = [write_json(out_dir / METRICS_JSON, metrics, indent=2)]
+    with atomic_write(out_dir / METRICS_MD, "w", sync=False) as f:
+        f.write(format_metrics(metrics))
     with atomic_write(out_dir / SCORED_CSV, "w", sync=False) as f:
         scored.write(f, format="ascii.csv")
-    return [*written, out_dir / SCORED_CSV]
+    return [*written, out_dir / METRICS_MD, out_dir / SCORED_CSV]
 
 
 def _fmt(value: float | None) -> str:
@@ -333,25 +327,18 @@ def write_summary(
         "region": first["region"]["description"],
         "object": {method: metrics["object"] for method, metrics in results.items()},
     }
-    path = Path(out_dir) / SUMMARY_JSON
-    with atomic_write(path, "w", sync=False) as f:
-        f.write(json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    return path
+    return write_json(Path(out_dir) / SUMMARY_JSON, summary)
 
 
 def method_metrics(evaluation: Path) -> dict[str, dict[str, Any]]:
     """The metrics of every method scored, by method name (the main model first)."""
-    summary = _read_json(evaluation / SUMMARY_JSON) or {}
+    summary = read_json(evaluation / SUMMARY_JSON) or {}
     found = {}
     for method, folder in summary.get("methods", {}).items():
-        metrics = _read_json(evaluation / folder / METRICS_JSON)
+        metrics = read_json(evaluation / folder / METRICS_JSON)
         if metrics is not None:
             found[method] = metrics
     return found
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def headline(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:

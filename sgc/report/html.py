@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from astropy.table import Table
 
 from sgc import __version__
-from sgc.atomic import atomic_write
+from sgc.atomic import atomic_write, read_json
 from sgc.classes import CLASS_NAMES, OBJECT_CLASSES
 from sgc.config import RunConfig, RunPaths
 from sgc.cube.stats import STATS_JSON
@@ -80,10 +79,6 @@ def _copy(source: Path, images: Path) -> Path | None:
     return target
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def write_report(cfg: RunConfig, paths: RunPaths) -> Path:
     """Write the run's report into ``paths.report`` and return the page's path."""
     out = paths.report
@@ -114,14 +109,14 @@ def write_report(cfg: RunConfig, paths: RunPaths) -> Path:
 
 def _fields_section(paths: RunPaths) -> str:
     parts = ["<h2>Fields and splits</h2>"]
-    split = _read_json(paths.plan_report / REPORT_JSON)
+    split = read_json(paths.plan_report / REPORT_JSON)
     if split:
         parts.append(_table(*report_table(split)))
         parts.append(
             f"<p class='note'>{html.escape(split['mode'])} split, {split['patch']} px patches; class columns "
             "are shares of the patches' pixels, stars and galaxies are catalogue objects.</p>"
         )
-    stats = _read_json(paths.stats / STATS_JSON)
+    stats = read_json(paths.stats / STATS_JSON)
     if stats:
         rows = [
             [
@@ -289,7 +284,7 @@ def _predictions(paths: RunPaths, images: Path) -> str:
 
 
 def _explain_section(paths: RunPaths, images: Path) -> str:
-    index = _read_json(paths.explain / INDEX_NAME)
+    index = read_json(paths.explain / INDEX_NAME)
     if not index:
         return "<h2>Grad-CAM</h2><p class='note'>No Grad-CAM maps in this run.</p>"
     parts = [

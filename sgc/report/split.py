@@ -19,7 +19,6 @@ map, the exclusion mask over a field, and the patch grid of a field coloured by 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from sgc.atomic import atomic_write
+from sgc.atomic import atomic_write, write_json
 from sgc.classes import GALAXY, IGNORE, LABEL_VALUES, STAR
 from sgc.cube.objects import locate_objects
 from sgc.cube.store import EXCLUDE, IMAGE, LABEL, VALID, CubeStore
@@ -149,15 +148,10 @@ def write_report_files(report: dict[str, Any], out_dir: str | Path) -> list[Path
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in (
-        (REPORT_JSON, json.dumps(report, indent=2, allow_nan=False) + "\n"),
-        (REPORT_MD, format_report(report)),
-    ):
-        path = out_dir / name
-        with atomic_write(path, "w", sync=False) as f:
-            f.write(text)
-        written.append(path)
+    written = [write_json(out_dir / REPORT_JSON, report, indent=2)]
+    with atomic_write(out_dir / REPORT_MD, "w", sync=False) as f:
+        f.write(format_report(report))
+    written.append(out_dir / REPORT_MD)
     return written
 
 
