@@ -186,6 +186,30 @@ def _say_results(evaluation: Path, report: Path | None = None) -> None:
         typer.echo(f"report: {report / INDEX}")
 
 
+@app.command()
+def cv(
+    config: Annotated[Path, typer.Argument(help="YAML config of one labelled field: configs/sample.yaml")],
+    folds: Annotated[int, typer.Option(help="K: bands of rows, each the test band of one fold")] = 5,
+    overrides: SetOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Cross-validate CONFIG over K folds of one field's rows: mean and spread of every object metric."""
+    from sgc.cv import cross_validate
+
+    _output(quiet, verbose)
+    cfg = _config(config, overrides, {"compute": {"workers": workers, "scheduler": scheduler}})
+    start = time.perf_counter()
+    try:
+        result = cross_validate(cfg, folds)
+    except (SgcError, ValueError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(result.format(), nl=False)
+    typer.echo(f"done in {time.perf_counter() - start:.1f} s: {result.out / f'cv-{folds}.md'}")
+
+
 @app.command("config")
 def show_config(
     config: Annotated[Path | None, typer.Argument(help="YAML config; omitted: the defaults")] = None,

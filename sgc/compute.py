@@ -93,6 +93,18 @@ class Compute:
         # distributed sets MALLOC_TRIM_THRESHOLD_ in workers, which turns off glibc's adaptive mmap threshold:
         # every 12 MB frame buffer is then mapped afresh and page-faulted, 11% slower per field (measured).
         # Memory stays flat without it, since each field frees what it allocated before the next one starts.
+        if self.cfg.workers == 0:
+            # In this process: where the run is itself a task of a Dask worker (a trial of sgc tune), whose
+            # daemonic process may start no worker processes of its own.
+            with (
+                LocalCluster(
+                    n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+                ) as cluster,
+                Client(cluster, set_as_default=False) as client,
+            ):
+                log.info("dask: in this process")
+                yield client
+            return
         with (
             dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}),
             _environment_kept(),

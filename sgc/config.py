@@ -92,7 +92,9 @@ class ComputeConfig(_Strict):
     """Where every Dask stage runs (ingest, stats, label, exclude, split, audit, predict on CPU): one client
     per run."""
 
-    workers: int = Field(2, ge=1, description="local worker processes (ignored with a scheduler)")
+    workers: int = Field(
+        2, ge=0, description="local worker processes (ignored with a scheduler); 0: threads in this process"
+    )
     scheduler: str | None = Field(None, description="address of a running dask.distributed scheduler")
 
 
@@ -172,6 +174,10 @@ class SplitConfig(_Strict):
         (0.7, 0.15, 0.15), description="train, val, test shares of the rows in 'rows' mode"
     )
     guard: int = Field(64, ge=0, description="rows left out between row bands")
+    folds: int = Field(
+        0, ge=0, description="'rows' mode in K equal bands, one of them the test band (sgc cv); 0: off"
+    )
+    fold: int = Field(0, ge=0, description="which of the `folds` bands is the test band, from row 0")
 
     _normalise_fields = field_validator("train_fields", "val_fields")(_field_ids)
 
@@ -189,6 +195,20 @@ class SplitConfig(_Strict):
         twice = sorted(set(self.train_fields) & set(self.val_fields))
         if twice:
             raise ValueError(f"split.train_fields and split.val_fields both list {', '.join(twice)}")
+        if self.folds == 1 or (self.folds and self.fold >= self.folds):
+            raise ValueError(
+                f"split.folds ({self.folds}) and split.fold ({self.fold}): at least 2 folds, the fold "
+                "counted from 0 below them"
+            )
+        if self.folds == 2 and self.row_fractions[1] > 0:
+            raise ValueError(
+                "split.folds 2 leaves no train band beside the test and validation bands: give 3 folds or "
+                "more, or no validation share (split.row_fractions [x, 0, y])"
+            )
+        if self.folds and self.mode == "fields":
+            raise ValueError(
+                "split.folds cuts one field into bands of rows: it needs split.mode rows or auto"
+            )
         return self
 
 
@@ -452,6 +472,7 @@ class RunPaths:
         stats: statistics and cube figures.
         plan: the patch plan.
         stages: one JSON record per completed stage, which ``sgc run`` reads to skip what is complete.
+        fold_stages: the records of the stages from the split on (``stages`` unless a fold of ``sgc cv``).
         run: the training run's folder (``runs_dir/NAME``): checkpoints, metrics, TensorBoard events.
         checkpoint: the model that is predicted with (``run/best.pt``).
         predictions: the prediction store, with the predicted objects beside it.
@@ -467,6 +488,7 @@ class RunPaths:
     stats: Path
     plan: Path
     stages: Path
+    fold_stages: Path
     run: Path
     checkpoint: Path
     predictions: Path
@@ -476,27 +498,50 @@ class RunPaths:
 
     @classmethod
     def build(cls, store: Path, out_dir: Path, cfg: RunConfig) -> RunPaths:
-        """The paths of a run whose store and output folder are these."""
+        """The paths of a run whose store and output folder are these.
+
+        A fold of ``sgc cv`` (``split.folds`` set) shares the store and everything made before the split
+        with the other folds; its plan, training run and everything after them go to a folder of its own,
+        ``out_dir/cv/fold-K-of-N`` (and ``runs_dir/NAME/cv/fold-K-of-N``), records of those stages included.
+        """
+        folded, run = out_dir, cfg.runs_dir / cfg.name
+        if cfg.split.folds:
+            name = fold_name(cfg.split.fold, cfg.split.folds)
+            folded, run = cv_dir(out_dir) / name, run / CV_FOLDER / name
         return cls(
             store=store,
             out_dir=out_dir,
             raw=cfg.raw_dir if cfg.raw_dir is not None else out_dir / "raw",
             mirror=out_dir / "mirror",
             stats=out_dir / "stats",
-            plan=out_dir / "plan.zarr",
+            plan=folded / "plan.zarr",
             stages=out_dir / "stages",
-            run=cfg.runs_dir / cfg.name,
-            checkpoint=cfg.runs_dir / cfg.name / "best.pt",
-            predictions=out_dir / "predictions",
-            evaluation=out_dir / "evaluate",
-            explain=out_dir / "explain",
-            report=out_dir / "report",
+            fold_stages=folded / "stages",
+            run=run,
+            checkpoint=run / "best.pt",
+            predictions=folded / "predictions",
+            evaluation=folded / "evaluate",
+            explain=folded / "explain",
+            report=folded / "report",
         )
 
     @property
     def plan_report(self) -> Path:
         """The split report, beside the plan (``PLAN-report/``)."""
         return self.plan.with_name(f"{self.plan.stem}-report")
+
+
+CV_FOLDER = "cv"
+
+
+def cv_dir(out_dir: Path) -> Path:
+    """Where ``sgc cv`` writes its folds and their summary, beside a run's other outputs."""
+    return out_dir / CV_FOLDER
+
+
+def fold_name(fold: int, folds: int) -> str:
+    """The folder name of one fold: ``fold-K-of-N``, counted from 0."""
+    return f"fold-{fold}-of-{folds}"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

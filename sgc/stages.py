@@ -135,6 +135,7 @@ class Stage:
         applies: whether the stage belongs to a run of this config at all.
         complete: a direct check of the output, for stages that do not keep records.
         command: whether it has a command of its own (the 2023 recipe's training is part of sgc run only).
+        folded: whether its output depends on the split, so that each fold of ``sgc cv`` has its own.
     """
 
     name: str
@@ -146,6 +147,7 @@ class Stage:
     applies: Callable[[RunConfig], bool] = lambda cfg: True
     complete: Callable[[StageContext], bool] | None = None
     command: bool = True
+    folded: bool = False
 
     def fingerprint(self, ctx: StageContext) -> str:
         """A digest of the stage's inputs as they are now."""
@@ -165,9 +167,15 @@ class Stage:
         )
 
 
+def record_path(paths: RunPaths, name: str) -> Path:
+    """Where a stage's record is: ``PATHS.stages/NAME.json``, or ``PATHS.fold_stages`` for a stage whose
+    output depends on the split."""
+    return (paths.fold_stages if STAGES[name].folded else paths.stages) / f"{name}.json"
+
+
 def read_record(paths: RunPaths, name: str) -> dict[str, Any] | None:
-    """A stage's record (``PATHS.stages/NAME.json``), None where there is none or it is unreadable."""
-    path = paths.stages / f"{name}.json"
+    """A stage's record (:func:`record_path`), None where there is none or it is unreadable."""
+    path = record_path(paths, name)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -207,7 +215,7 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageResult:
             "inputs": inputs,
             "state": stage.state(ctx) if result.ok else None,
         }
-        with atomic_write(ctx.paths.stages / f"{stage.name}.json", "w", sync=False) as f:
+        with atomic_write(record_path(ctx.paths, stage.name), "w", sync=False) as f:
             f.write(json.dumps(_jsonable(record), indent=1) + "\n")
     return result
 
@@ -222,20 +230,29 @@ def run_all(cfg: RunConfig) -> list[StageResult]:
     paths = cfg.paths
     paths.out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, paths.out_dir, "run")
-    results = []
     with Compute(cfg.compute) as compute:
-        ctx = StageContext(cfg, paths, compute)
-        for stage in STAGES.values():
-            if not stage.applies(cfg):
-                continue
-            if stage.is_complete(ctx):
-                log.info("%s: complete, skipped", stage.name)
-                results.append(StageResult(True, "complete, skipped", skipped=True))
-                continue
-            result = run_stage(stage, ctx)
-            results.append(result)
-            if not result.ok:
-                raise StageError(f"{stage.name}: {result.summary}")
+        return run_stages(StageContext(cfg, paths, compute), list(STAGES.values()))
+
+
+def run_stages(ctx: StageContext, stages: list[Stage]) -> list[StageResult]:
+    """Carry out those of ``stages`` that apply to the run, in order, skipping those that are complete.
+
+    Raises:
+        StageError: at the first stage that left work undone; outputs already complete are kept.
+        SgcError: for input a stage cannot use.
+    """
+    results = []
+    for stage in stages:
+        if not stage.applies(ctx.cfg):
+            continue
+        if stage.is_complete(ctx):
+            log.info("%s: complete, skipped", stage.name)
+            results.append(StageResult(True, "complete, skipped", skipped=True))
+            continue
+        result = run_stage(stage, ctx)
+        results.append(result)
+        if not result.ok:
+            raise StageError(f"{stage.name}: {result.summary}")
     return results
 
 
@@ -804,6 +821,7 @@ STAGES: dict[str, Stage] = {
                 "catalogs": _catalog_names(ctx),
             },
             state=_plan_state,
+            folded=True,
         ),
         Stage(
             "audit",
@@ -811,6 +829,7 @@ STAGES: dict[str, Stage] = {
             _audit,
             after=("split",),
             settings=lambda ctx: _held_out(ctx) | {"margin": ctx.cfg.exclude.margin_arcsec},
+            folded=True,
         ),
         Stage(
             "train",
@@ -819,6 +838,7 @@ STAGES: dict[str, Stage] = {
             after=("split",),
             settings=lambda ctx: ctx.cfg.train.model_dump(mode="json", exclude={"patience"}),
             state=_checkpoint_state,
+            folded=True,
         ),
         Stage(
             "reference",
@@ -839,6 +859,7 @@ STAGES: dict[str, Stage] = {
                 "checkpoint": str(ctx.paths.checkpoint),
             },
             state=lambda ctx: _file_state(_objects_csv(ctx)),
+            folded=True,
         ),
         Stage(
             "evaluate",
@@ -851,6 +872,7 @@ STAGES: dict[str, Stage] = {
                 "catalogs": _catalog_names(ctx),
             },
             state=lambda ctx: _file_state(_summary_json(ctx)),
+            folded=True,
         ),
         Stage(
             "explain",
@@ -862,6 +884,7 @@ STAGES: dict[str, Stage] = {
                 "split": ctx.cfg.evaluate.split,
             },
             state=lambda ctx: _file_state(_gradcam_index(ctx)),
+            folded=True,
         ),
         Stage(
             "report",
@@ -869,6 +892,7 @@ STAGES: dict[str, Stage] = {
             _report,
             after=("stats", "split", "train", "evaluate", "explain"),
             state=lambda ctx: _file_state(_report_page(ctx)),
+            folded=True,
         ),
     )
 }

@@ -12,6 +12,10 @@ store of one done field, ``fields`` otherwise):
   rows between neighbouring bands that belong to no split, so an object near a band's edge is not seen by
   two splits. Each band is cut on its own grid, anchored at its first row. A store of several fields is
   refused: consecutive fields overlap on the sky, so one field's train band could be another's test band.
+  With ``split.folds`` K (``sgc cv``) the rows are cut instead into K equal bands: band ``split.fold`` is the
+  test band, the next one (cyclically) the validation band where ``row_fractions`` gives validation a
+  share, and every other band is train. The guard rows are taken from the train and validation side of each
+  boundary, never from the test band, so the K folds' test bands tile the field's rows exactly.
 
 Dropping rules: a train or validation patch is dropped if any of its pixels is excluded (on held-out sky)
 or not valid (not covered by all five bands). Test patches are the held-out field's (or band's) own
@@ -124,7 +128,7 @@ def assign_splits(
 
     Returns:
         ``{"mode": "fields", "fields": {split: [field, ...]}}`` or
-        ``{"mode": "rows", "field": field, "guard": rows, "bands": {split: [first row, end row]}}``.
+        ``{"mode": "rows", "field": field, "guard": rows, "bands": {split: [[first row, end row], ...]}}``.
 
     Raises:
         PlanError: if the lists name fields the store does not hold done, or name one field twice, or
@@ -141,7 +145,10 @@ def assign_splits(
             raise PlanError(
                 f"field {fields[0]} is held out (a test field): it cannot be split into train rows"
             )
-        bands = row_bands(rows, spec.row_fractions, spec.guard)
+        if spec.folds:
+            bands = fold_bands(rows, spec.folds, spec.fold, spec.row_fractions[1] > 0, spec.guard)
+        else:
+            bands = {split: [band] for split, band in row_bands(rows, spec.row_fractions, spec.guard).items()}
         return {"mode": "rows", "field": fields[0], "guard": spec.guard, "bands": bands}
     for name, listed in (("train_fields", spec.train_fields), ("val_fields", spec.val_fields)):
         unknown = sorted(set(listed) - set(fields))
@@ -180,6 +187,49 @@ def row_bands(rows: int, fractions: Sequence[float], guard: int) -> dict[str, li
         stop = round(share * usable) if k < len(active) - 1 else usable
         bands[split] = [start + k * guard, stop + k * guard]
         start = stop
+    return bands
+
+
+def fold_edges(rows: int, folds: int) -> list[int]:
+    """Edges of ``folds`` equal bands of ``rows`` rows: band ``k`` is rows ``[edges[k], edges[k + 1])``."""
+    return [round(k * rows / folds) for k in range(folds + 1)]
+
+
+def fold_bands(rows: int, folds: int, fold: int, val: bool, guard: int) -> dict[str, list[list[int]]]:
+    """The row bands of one fold: band ``fold`` of ``folds`` equal bands is test, the next validation (if
+    ``val``), the others train; ``guard`` rows are taken off the other side of every boundary between splits.
+
+    Returns:
+        ``{split: [[first row, end row], ...]}`` (end exclusive), each split's bands in row order; a band the
+        guards leave empty is left out.
+
+    Raises:
+        PlanError: if the guards leave no train rows.
+    """
+    edges = fold_edges(rows, folds)
+    split_of = ["train"] * folds
+    split_of[fold] = "test"
+    if val:
+        split_of[(fold + 1) % folds] = "val"
+    # Neighbouring bands of one split are one band; then each boundary between splits gets its guard,
+    # cut from the side that is not test (from train where val meets train).
+    runs: list[list[Any]] = []
+    for k in range(folds):
+        if runs and runs[-1][0] == split_of[k]:
+            runs[-1][2] = edges[k + 1]
+        else:
+            runs.append([split_of[k], edges[k], edges[k + 1]])
+    for left, right in zip(runs[:-1], runs[1:], strict=True):
+        if right[0] == "test" or (right[0] == "val" and left[0] == "train"):
+            left[2] -= guard
+        else:
+            right[1] += guard
+    bands: dict[str, list[list[int]]] = {}
+    for split, first, end in runs:
+        if end > first:
+            bands.setdefault(split, []).append([first, end])
+    if "train" not in bands:
+        raise PlanError(f"{rows} rows in {folds} folds leave no train rows with guards of {guard} rows")
     return bands
 
 
@@ -321,9 +371,11 @@ def _candidates(
     if assignment["mode"] == "rows":
         name = assignment["field"]
         (top, bottom), columns = extents[name]
-        for split, (first, end) in assignment["bands"].items():
-            rows = (max(first, top), min(end, bottom))
-            parts.append((name, split, patch_origins(rows, columns, spec.patch, spec.stride)))
+        for split, bands in assignment["bands"].items():
+            for first, end in bands:
+                rows = (max(first, top), min(end, bottom))
+                parts.append((name, split, patch_origins(rows, columns, spec.patch, spec.stride)))
+        parts.sort(key=lambda part: int(part[2][0][0]) if len(part[2][0]) else 0)  # row order
     else:
         split_of = {f: split for split, fields in assignment["fields"].items() for f in fields}
         for name in names:

@@ -121,7 +121,7 @@ def test_rows_split_audit_checks_the_test_band(tmp_path: Path) -> None:
     store = build_store(tmp_path / "s.zarr", {A: random_field(np.random.default_rng(5), (200, 64))})
     plan = make_plan(store, SplitConfig(patch=16, stride=16, guard=16))
     assert audit_plan(plan, store, [], []).ok
-    test_start = plan.split["assignment"]["bands"]["test"][0]
+    test_start = plan.split["assignment"]["bands"]["test"][0][0]
     # a train patch right against the test band: its last row is one pixel from the band
     _inject(plan, A, y0=test_start - 16, x0=0)
     assert audit_plan(plan, store, [], [], margin_arcsec=0.0).ok
@@ -211,7 +211,7 @@ def test_audit_of_the_real_sample_split_by_rows(sdss_dir: Path, tmp_path: Path, 
     result = audit_plan(plan, store, ["8162-6-80"], [sdss_dir / "headers"], margin_arcsec=AUDIT_MARGIN_ARCSEC)
     assert result.ok, result.format()
     assert len(result.regions) == 6  # five frames of 008162-6-0080 and the test band
-    test_start = plan.split["assignment"]["bands"]["test"][0]
+    test_start = plan.split["assignment"]["bands"]["test"][0][0]
     row = _inject(plan, "003918-3-0213", y0=test_start - 32, x0=1024)
     result = audit_plan(plan, store, ["8162-6-80"], [sdss_dir / "headers"], margin_arcsec=AUDIT_MARGIN_ARCSEC)
     assert result.leaks["row"].tolist() == [row]

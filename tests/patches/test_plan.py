@@ -17,6 +17,8 @@ from sgc.config import SplitConfig
 from sgc.cube.store import CubeStore
 from sgc.patches.plan import (
     PlanError,
+    fold_bands,
+    fold_edges,
     make_plan,
     patch_counts,
     patch_origins,
@@ -171,6 +173,59 @@ def test_row_bands_are_ordered_with_guards_between(rows: int, fractions: tuple, 
         assert abs((end - start) - f * usable) <= 1
 
 
+@given(
+    rows=st.integers(200, 3000),
+    folds=st.integers(2, 8),
+    val=st.booleans(),
+    guard=st.integers(0, 16),
+    data=st.data(),
+)
+def test_fold_bands_tile_the_rows_with_test_bands_and_keep_guards(
+    rows: int, folds: int, val: bool, guard: int, data: st.DataObject
+) -> None:
+    fold = data.draw(st.integers(0, folds - 1))
+    if val and folds == 2:
+        with pytest.raises(PlanError, match="no train rows"):
+            fold_bands(rows, folds, fold, val, guard)
+        return
+    bands = fold_bands(rows, folds, fold, val, guard)
+    edges = fold_edges(rows, folds)
+    assert bands["test"] == [[edges[fold], edges[fold + 1]]]  # the guards never eat into the test band
+    assert ("val" in bands) == val
+    pieces = sorted((first, end, split) for split, spans in bands.items() for first, end in spans)
+    for (first, end, split), (start, _, other) in zip(pieces, pieces[1:], strict=False):
+        assert first < end <= start
+        assert start - end >= (guard if split != other else 0)
+    covered = sum(end - first for first, end, _ in pieces)
+    boundaries = sum(a[2] != b[2] for a, b in zip(pieces, pieces[1:], strict=False))
+    assert covered == rows - guard * boundaries  # only guard rows are in no split
+    # over the folds, every row is a test row exactly once
+    tested = np.zeros(rows, dtype=int)
+    for k in range(folds):
+        for first, end in fold_bands(rows, folds, k, val, guard)["test"]:
+            tested[first:end] += 1
+    assert (tested == 1).all()
+
+
+def test_fold_plan_tests_its_band_and_trains_around_it(tmp_path: Path) -> None:
+    store = _store(tmp_path, n=1, shape=(320, 64))
+    plan = make_plan(
+        store, *split_spec(patch=16, stride=16, guard=16, folds=4, fold=1, row_fractions=(0.8, 0, 0.2))
+    )
+    table = plan.table
+    test = table[table["split"] == "test"]
+    train = table[table["split"] == "train"]
+    assert test["y0"].min() == 80 and test["y0"].max() + 16 <= 160
+    assert not np.any(table["split"] == "val")
+    assert set(train["y0"][train["y0"] < 80]) == {0, 16, 32, 48}  # rows 64-79 are the guard
+    assert train["y0"][train["y0"] >= 160].min() == 176
+    assert list(table["y0"]) == sorted(table["y0"])  # row order, as in every plan
+    with pytest.raises(ValidationError, match="split.folds"):
+        SplitConfig(folds=3, fold=3)
+    with pytest.raises(ValidationError, match="split.folds"):
+        SplitConfig(folds=3, mode="fields")
+
+
 def test_row_band_split_keeps_a_guard(tmp_path: Path) -> None:
     store = _store(tmp_path, n=1, shape=(300, 64))
     spec = split_spec(patch=16, stride=8, guard=20, row_fractions=(0.6, 0.2, 0.2))
@@ -183,7 +238,7 @@ def test_row_band_split_keeps_a_guard(tmp_path: Path) -> None:
         gap = rows[second]["y0"].min() - (rows[first]["y0"].max() + 16)
         assert gap >= 20, (first, second, gap)
     bands = plan.split["assignment"]["bands"]
-    for split, (start, end) in bands.items():
+    for split, [(start, end)] in bands.items():
         assert rows[split]["y0"].min() == start  # each band's grid is anchored at its first row
         assert (rows[split]["y0"] + 16 <= end).all()
     with pytest.raises(PlanError, match="held out"):
