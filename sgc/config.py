@@ -294,6 +294,9 @@ class TrainConfig(_Strict):
     seed: int = Field(0, ge=0, description="seed of the weights, the data order and the augmentation")
     device: Device = Field("auto", description="'auto': CUDA when present")
     max_steps: int = Field(0, ge=0, description="stop each epoch after this many steps; 0: the whole epoch")
+    init: Path | None = Field(
+        None, description="a checkpoint of the same model whose weights training starts from (fine-tuning)"
+    )
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -349,6 +352,18 @@ class BaselinesConfig(_Strict):
     classical: bool = Field(True, description="source detection and a concentration cut (sep)")
 
 
+class PretrainConfig(_Strict):
+    """Pretraining on simulated fields, whose truth catalogues label every pixel (``sgc run``'s
+    ``pretrain`` stage): the run's model starts from the weights trained on them."""
+
+    config: Path | None = Field(
+        None, description="the simulated run to pretrain on (configs/pretrain.yaml); empty: no pretraining"
+    )
+    set: list[str] = Field(
+        default_factory=list, description="dotted.key=value overrides of that config (simulate.fields=8)"
+    )
+
+
 class ExplainConfig(_Strict):
     """Grad-CAM maps (``sgc explain``)."""
 
@@ -401,6 +416,7 @@ class RunConfig(_Strict):
     predict: PredictConfig = Field(default_factory=PredictConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
 
     _normalise_test_fields = field_validator("test_fields")(_field_ids)

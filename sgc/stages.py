@@ -32,6 +32,7 @@ from sgc.config import (
     ConfigError,
     RunConfig,
     RunPaths,
+    TrainConfig,
     apply_overrides,
     config_digest,
     load_config_file,
@@ -493,10 +494,72 @@ def _audit(ctx: StageContext) -> StageResult:
     return StageResult(result.ok, head, record, rest)
 
 
+# The pretraining run: simulated fields labelled by their truth, trained up to its checkpoint.
+PRETRAIN_STAGES = ("simulate", "download", "ingest", "label", "exclude", "split", "audit", "train")
+
+
+def pretrain_config(ctx: StageContext) -> RunConfig:
+    """The pretraining run: ``pretrain.config`` with ``pretrain.set`` over it, training this run's model.
+
+    It writes into this run's ``workdir`` and ``runs_dir`` under its own name, on this run's Dask client,
+    holding out this run's test fields besides its own; its model settings are this run's, so that its
+    weights can start this run's training.
+
+    Raises:
+        ConfigError: a pretraining config that cannot be read or is not valid.
+    """
+    path = ctx.cfg.pretrain.config
+    data = apply_overrides(load_config_file(path), ctx.cfg.pretrain.set)
+    data = merge_settings(
+        data,
+        {
+            "workdir": str(ctx.cfg.workdir),
+            "runs_dir": str(ctx.cfg.runs_dir),
+            "train": {"model": ctx.cfg.train.model.model_dump(mode="json"), "init": None},
+            "baselines": {"reference": None, "classical": False},
+            "pretrain": {"config": None},
+        },
+    )
+    data["test_fields"] = sorted({*data.get("test_fields", []), *ctx.cfg.test_fields})
+    return validate_config(data, str(path))
+
+
+def _pretrain_context(ctx: StageContext) -> StageContext:
+    cfg = pretrain_config(ctx)
+    return StageContext(cfg, cfg.paths, ctx.compute)
+
+
+def _pretrain(ctx: StageContext) -> StageResult:
+    sub = _pretrain_context(ctx)
+    for result in run_stages(sub, [STAGES[name] for name in PRETRAIN_STAGES]):
+        if not result.ok:
+            return StageResult(False, f"{sub.cfg.name}: {result.summary}")
+    record = {"run": str(sub.paths.run), "checkpoint": str(sub.paths.checkpoint)}
+    return StageResult(True, f"{ctx.cfg.pretrain.config} pretrained into {sub.paths.run}", record)
+
+
+def _pretrain_complete(ctx: StageContext) -> bool:
+    sub = _pretrain_context(ctx)
+    return all(STAGES[name].is_complete(sub) for name in PRETRAIN_STAGES if STAGES[name].applies(sub.cfg))
+
+
+def _pretrain_state(ctx: StageContext) -> Any:
+    if ctx.cfg.pretrain.config is None:
+        return None
+    return _checkpoint_state(_pretrain_context(ctx))
+
+
+def train_settings(ctx: StageContext) -> TrainConfig:
+    """The run's training settings, starting from the pretrained weights where the run pretrains."""
+    if ctx.cfg.pretrain.config is None:
+        return ctx.cfg.train
+    return ctx.cfg.train.model_copy(update={"init": _pretrain_context(ctx).paths.checkpoint})
+
+
 def _train(ctx: StageContext) -> StageResult:
     from sgc.train.loop import train
 
-    result = train(ctx.paths.store, ctx.paths.plan, ctx.paths.run, ctx.cfg.train, resume=ctx.resume)
+    result = train(ctx.paths.store, ctx.paths.plan, ctx.paths.run, train_settings(ctx), resume=ctx.resume)
     record = {
         "run": str(ctx.paths.run),
         "epochs": result.epochs,
@@ -552,6 +615,7 @@ def recipe_config(ctx: StageContext) -> RunConfig:
         source="local",
         raw_dir=str(ctx.paths.raw),
         baselines={"reference": None, "classical": False},
+        pretrain={"config": None},
     )
     return validate_config(data, str(path))
 
@@ -832,11 +896,20 @@ STAGES: dict[str, Stage] = {
             folded=True,
         ),
         Stage(
+            "pretrain",
+            "train the model first on simulated fields, whose truth labels every pixel",
+            _pretrain,
+            applies=lambda cfg: cfg.pretrain.config is not None,
+            state=_pretrain_state,
+            complete=_pretrain_complete,
+            command=False,
+        ),
+        Stage(
             "train",
             "train the U-Net on the plan's train patches (DDP under torchrun)",
             _train,
-            after=("split",),
-            settings=lambda ctx: ctx.cfg.train.model_dump(mode="json", exclude={"patience"}),
+            after=("split", "pretrain"),
+            settings=lambda ctx: train_settings(ctx).model_dump(mode="json", exclude={"patience"}),
             state=_checkpoint_state,
             folded=True,
         ),

@@ -12,7 +12,7 @@ import pytest
 from sgc.compute import Compute
 from sgc.config import ConfigError, load_config
 from sgc.cube.store import ATTR_RAW_DIR, LABEL, CubeStore
-from sgc.stages import STAGES, context, read_record, recipe_config, run_stage
+from sgc.stages import STAGES, context, pretrain_config, read_record, recipe_config, run_stage, train_settings
 from tests.patches.synthetic import build_store, random_field, tan_header
 
 FIELDS = ("009001-3-0011", "009001-3-0012", "009001-3-0013")
@@ -125,3 +125,35 @@ def test_the_2023_recipe_changes_labels_and_training_only(tmp_path: Path) -> Non
             )
             with pytest.raises(ConfigError, match="a recipe sets only label, train, not split"):
                 recipe_config(ctx)
+
+
+def test_pretraining_trains_this_runs_model_and_starts_its_training(tmp_path: Path) -> None:
+    pre = tmp_path / "pre.yaml"
+    pre.write_text(
+        "name: pre\nsource: simulate\ntest_fields: ['009001-3-0099']\nsimulate: {fields: 2}\n"
+        "train: {epochs: 3, model: {width: 64}}\n"
+    )
+    cfg = _config(tmp_path, f"pretrain.config={pre}", "pretrain.set=[simulate.seed=5]", "train.model.width=8")
+    with Compute(cfg.compute) as compute:
+        ctx = context(cfg, compute)
+        sub = pretrain_config(ctx)
+        # Its own data and schedule; this run's model, held-out fields, folders and client.
+        assert (sub.name, sub.source, sub.simulate.seed, sub.train.epochs) == ("pre", "simulate", 5, 3)
+        assert sub.train.model == cfg.train.model and sub.pretrain.config is None
+        assert sub.test_fields == sorted(["009001-3-0099", *cfg.test_fields])
+        assert sub.workdir == cfg.workdir and sub.runs_dir == cfg.runs_dir
+        assert train_settings(ctx).init == sub.paths.checkpoint
+        # The train stage depends on the pretrained weights: pretrained again, trained again.
+        sub.paths.checkpoint.parent.mkdir(parents=True)
+        sub.paths.checkpoint.write_bytes(b"weights")
+        before = STAGES["train"].fingerprint(ctx)
+        sub.paths.checkpoint.write_bytes(b"other weights")
+        assert STAGES["train"].fingerprint(ctx) != before
+        # The 2023 recipe is trained from scratch, as in 2023.
+        recipe = tmp_path / "recipe.yaml"
+        recipe.write_text("train: {epochs: 2}\n")
+        ctx.cfg = ctx.cfg.model_copy(
+            update={"baselines": cfg.baselines.model_copy(update={"reference": recipe})}
+        )
+        assert recipe_config(ctx).pretrain.config is None
+    assert train_settings(context(_config(tmp_path), compute)).init is None

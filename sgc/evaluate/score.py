@@ -25,12 +25,12 @@ from astropy.table import Table
 from sgc.atomic import atomic_write, read_json, write_json
 from sgc.classes import CLASS_NAMES, GALAXY, IGNORE, OBJECT_CLASSES, STAR
 from sgc.cube.objects import locate_objects
-from sgc.cube.store import CLASS, LABEL, PROB, VALID, CubeStore, PredictionStore
+from sgc.cube.store import CLASS, IMAGE, LABEL, PROB, VALID, CubeStore, PredictionStore
 from sgc.errors import SgcError
 from sgc.evaluate.metrics import ConfusionMatrix, object_classes, object_metrics, per_patch_scores
 from sgc.patches.plan import patch_origins
 from sgc.patches.planfile import PatchPlan
-from sgc.sdss.names import BANDS
+from sgc.sdss.names import BANDS, PIXEL_SCALE_ARCSEC
 from sgc.windows import coverage, pixels_in
 
 METRICS_JSON = "metrics.json"
@@ -52,6 +52,10 @@ SCORED_COLUMNS = (
     "p_galaxy",
 )
 _R = BANDS.index("r")
+# SDSS's fibre magnitude: the flux within 3 arcsec diameter, what the scores by magnitude use where the
+# catalogue has no magnitude.
+FIBRE_RADIUS_ARCSEC = 1.5
+FIBRE_RADIUS_PX = FIBRE_RADIUS_ARCSEC / PIXEL_SCALE_ARCSEC
 
 
 class EvaluateError(SgcError):
@@ -181,7 +185,7 @@ def score(
             "y": y,
             "truth": np.where(np.asarray(catalog["class"])[rows] == "star", STAR, GALAXY),
             "predicted": classes,
-            "mag_r": r_magnitudes(catalog[rows]),
+            "mag_r": r_magnitudes(catalog[rows], cube, slot, x, y),
             **{f"p_{c}": mean[:, k] for k, c in enumerate(CLASS_NAMES)},
         }
         for key, value in parts.items():
@@ -222,11 +226,34 @@ def _tensor(values: np.ndarray) -> Any:
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64))
 
 
-def r_magnitudes(table: Table) -> np.ndarray:
-    """Each object's r magnitude: its model magnitude, else its PSF magnitude (NaN where neither is known)."""
+def r_magnitudes(table: Table, cube: CubeStore, slot: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each object's r magnitude: its model magnitude, else its PSF magnitude, else (a catalogue without
+    fluxes, such as the real sample's) its fibre magnitude on the stored r band (:func:`fibre_magnitudes`).
+
+    Args:
+        table: the objects' catalogue rows.
+        cube: the cube store, and ``slot`` the objects' field in it.
+        x, y: the objects' positions on the stored grid.
+    """
     model = np.asarray(table["model_mag"], dtype=np.float64)[:, _R]
     psf = np.asarray(table["psf_mag"], dtype=np.float64)[:, _R]
-    return np.where(np.isfinite(model), model, psf)
+    mag = np.where(np.isfinite(model), model, psf)
+    unknown = ~np.isfinite(mag)
+    if unknown.any():
+        mag[unknown] = fibre_magnitudes(cube, slot, x[unknown], y[unknown])
+    return mag
+
+
+def fibre_magnitudes(cube: CubeStore, slot: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """r magnitudes in SDSS's fibre aperture (:data:`FIBRE_RADIUS_ARCSEC`) around each position, from the
+    stored, sky-subtracted r band in nanomaggies; NaN where the flux is not positive."""
+    import sep
+
+    from sgc.sdss.catalogs import nanomaggies_to_mag
+
+    image = np.nan_to_num(np.asarray(cube[IMAGE][slot, cube.bands.index("r")], dtype=np.float64))
+    flux, _, _ = sep.sum_circle(image, np.asarray(x, np.float64), np.asarray(y, np.float64), FIBRE_RADIUS_PX)
+    return nanomaggies_to_mag(flux)
 
 
 def write_metrics(metrics: dict[str, Any], scored: Table, out_dir: str | Path) -> list[Path]:

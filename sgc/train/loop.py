@@ -230,6 +230,8 @@ class _Trainer:
             self.steps = min(self.steps, cfg.max_steps)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP checks)
         self.model = UNet(cfg.model).to(info.device)
+        if cfg.init is not None:
+            self._initialise(cfg.init)
         self.net: nn.Module = self.model
         if info.distributed:
             device_ids = [info.device.index] if info.device.type == "cuda" else None
@@ -358,6 +360,16 @@ class _Trainer:
                 "world_size": self.info.world_size,
             },
         )
+
+    def _initialise(self, path: Path) -> None:
+        """Start from the weights of another run (pretrained), which must be of the same model."""
+        checkpoint = load_checkpoint(path, map_location=self.info.device)
+        saved = checkpoint.get("config", {}).get("model")
+        if saved != self.cfg.model.model_dump(mode="json"):
+            raise TrainError(
+                f"{path}: train.init is a checkpoint of another model ({saved}); it cannot start this one"
+            )
+        self.model.load_state_dict(checkpoint["model"])
 
     def _restore(self, path: Path) -> None:
         checkpoint = load_checkpoint(path, map_location=self.info.device)

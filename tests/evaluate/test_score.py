@@ -89,3 +89,31 @@ def test_bad_rows_are_refused(sim: tuple[Path, Path]) -> None:
         app, ["evaluate", "x.pt", "--frames", "f", "--catalog", "c", "--out", "o", "--rows", "1-2"]
     )
     assert result.exit_code == 1 and "--rows '1-2': expected FIRST:END" in result.output
+
+
+def test_fibre_magnitudes_of_bright_stars_follow_their_psf_magnitudes(sim: tuple[Path, Path]) -> None:
+    from sgc.cube.objects import locate_objects
+    from sgc.evaluate.score import fibre_magnitudes, r_magnitudes
+    from sgc.sdss.catalogs import read_catalogs
+
+    raw, store = sim
+    cube = CubeStore.open(store)
+    catalog = read_catalogs(find_catalogs([raw]))
+    field = cube.done_fields()[0]
+    located = locate_objects(cube, catalog, [field])
+    rows = np.asarray(located["row"])
+    table = catalog[rows]
+    psf = np.asarray(table["psf_mag"])[:, 2]
+    stars = (np.asarray(table["class"]) == "star") & (psf > 15) & (psf < 21)
+    x, y = cube.field_wcs(cube.slot(field)).world_to_pixel_values(table["ra"][stars], table["dec"][stars])
+    assert stars.sum() >= 3
+    fibre = fibre_magnitudes(cube, cube.slot(field), x, y)
+    # A 3-arcsec aperture holds most but not all of a star's light: fainter by an aperture correction of a
+    # few tenths, the same for every star of one seeing.
+    offset = fibre - psf[stars]
+    assert 0.0 < np.median(offset) < 0.6 and np.std(offset) < 0.1
+    # Where the catalogue has magnitudes they are used as they are; without, the fibre magnitude.
+    assert np.array_equal(r_magnitudes(table[stars], cube, cube.slot(field), x, y), psf[stars])
+    table["model_mag"][:] = np.nan
+    table["psf_mag"][:] = np.nan
+    np.testing.assert_allclose(r_magnitudes(table[stars], cube, cube.slot(field), x, y), fibre)

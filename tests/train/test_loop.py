@@ -49,6 +49,28 @@ def test_the_bright_objects_are_learned(tiny_run, tmp_path: Path) -> None:
     assert result.history[-1]["val_f1_galaxy"] > 0.8
 
 
+def test_training_starts_from_the_weights_it_is_given(tiny_run, tmp_path: Path) -> None:
+    store, plan = tiny_run
+    train(store, plan, tmp_path / "pre", tiny_config(epochs=2))
+    pretrained = load_checkpoint(tmp_path / "pre" / BEST)["model"]
+    # One step at a negligible learning rate: the weights are still those it started from.
+    train(
+        store,
+        plan,
+        tmp_path / "fine",
+        tiny_config(epochs=1, max_steps=1, lr=1e-12, init=tmp_path / "pre" / BEST),
+    )
+    tuned = load_checkpoint(tmp_path / "fine" / LAST)["model"]
+    fresh = UNet(tiny_config().model).state_dict()
+    weights = [k for k, v in pretrained.items() if v.dtype.is_floating_point and "running" not in k]
+    for key in weights:
+        torch.testing.assert_close(tuned[key], pretrained[key], rtol=1e-6, atol=1e-8)
+    assert any(not torch.allclose(fresh[k], pretrained[k]) for k in weights)
+    with pytest.raises(TrainError, match="another model"):
+        wider = {"depth": 2, "width": 8, "norm": "group"}
+        train(store, plan, tmp_path / "wide", tiny_config(model=wider, init=tmp_path / "pre" / BEST))
+
+
 def test_a_folder_with_a_run_is_not_overwritten(tiny_run, tmp_path: Path) -> None:
     store, plan = tiny_run
     train(store, plan, tmp_path / "run", tiny_config(epochs=1))
