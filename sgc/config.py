@@ -322,6 +322,9 @@ class PredictConfig(_Strict):
         None, ge=0, description="pixels of each tile's cut edges left out; empty: the receptive radius"
     )
     batch: int = Field(4, ge=1, description="tiles per forward pass")
+    symmetries: Literal[1, 2, 4, 8] = Field(
+        1, description="test-time augmentation: probabilities averaged over this many flips and transposes"
+    )
     device: Device = Field("auto", description="'auto': CUDA when present (whole fields in large batches)")
     fits: bool = Field(False, description="also write a FITS class map and probability cube per field")
     min_area: int = Field(3, ge=1, description="smallest predicted object kept in the catalogue, pixels")

@@ -32,7 +32,7 @@ from astropy.table import Table, vstack
 from sgc.atomic import atomic_write, read_json, write_json
 from sgc.classes import CLASS_NAMES
 from sgc.compute import Compute
-from sgc.config import RunConfig, cv_dir, merge_settings, save_config, validate_config
+from sgc.config import CV_FOLDER, RunConfig, RunPaths, cv_dir, merge_settings, save_config, validate_config
 from sgc.cube.store import CubeStore
 from sgc.errors import SgcError
 from sgc.evaluate.metrics import magnitude_bins, object_scores
@@ -71,12 +71,16 @@ class CvResult:
         methods: per method, per fold, its object metrics (the ``object`` section of its metrics file).
         pooled: per method, the object scores of every fold's objects together (``by_magnitude`` included).
         out: the folder of the folds and the summary.
+        name: the run's name (what a row of an ablation is called).
+        raw: the raw folder it was made from (runs on the same data are compared).
     """
 
     folds: int
     methods: dict[str, list[dict[str, Any]]]
     pooled: dict[str, dict[str, Any]] = field(default_factory=dict)
     out: Path = Path()
+    name: str = ""
+    raw: str = ""
 
     def mean(self, method: str, metric: str) -> float:
         """The mean of one metric (a name of :data:`METRICS`) over the folds of one method."""
@@ -94,6 +98,8 @@ class CvResult:
     def to_json(self) -> dict[str, Any]:
         """The summary as strict JSON: mean, spread and per-fold values of every metric, and the pooled."""
         return {
+            "name": self.name,
+            "raw": self.raw,
             "folds": self.folds,
             "methods": {
                 method: {
@@ -205,7 +211,8 @@ def cross_validate(
                 scored.setdefault(method, []).append(table)
             if on_fold is not None:
                 on_fold(fold, metrics)
-    result = CvResult(folds, methods, {m: pooled_scores(t) for m, t in scored.items()}, out)
+    pooled = {m: pooled_scores(t) for m, t in scored.items()}
+    result = CvResult(folds, methods, pooled, out, cfg.name, str(paths.raw.resolve()))
     write_cv(result)
     return result
 
@@ -223,6 +230,18 @@ def pooled_scores(tables: Sequence[Table]) -> dict[str, Any]:
         if mask.any()
     ]
     return scores
+
+
+def cv_summaries(paths: RunPaths) -> list[dict[str, Any]]:
+    """The cross-validation summaries of this run and of every run beside it on the same raw data (its
+    variants, ``sgc cv CONFIG --set name=VARIANT --set ...``): the rows of an ablation, this run first."""
+    raw = str(paths.raw.resolve())
+    found = []
+    for path in sorted(paths.out_dir.parent.glob(f"*/{CV_FOLDER}/cv-*.json")):
+        summary = read_json(path)
+        if summary is not None and summary.get("raw") == raw:
+            found.append(summary)
+    return sorted(found, key=lambda s: (s["name"] != paths.out_dir.name, s["name"], s["folds"]))
 
 
 def write_cv(result: CvResult) -> list[Path]:

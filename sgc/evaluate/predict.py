@@ -256,6 +256,7 @@ def _predict_with_dask(
                     halo,
                     cfg.tile,
                     cfg.batch,
+                    cfg.symmetries,
                     key=f"predict-{name}-{region[0]}-{region[2]}",
                     pure=False,
                 )
@@ -292,6 +293,7 @@ def predict_block(
     halo: int,
     tile: int,
     batch: int,
+    symmetries: int = 1,
 ) -> None:
     """Predict one chunk-aligned block of a field and write it (runs in a Dask worker).
 
@@ -305,6 +307,7 @@ def predict_block(
         halo: pixels of context read around the block (the model's receptive radius, rounded up).
         tile: edge of the tiles the window is cut into.
         batch: tiles per forward pass.
+        symmetries: the symmetries the probabilities are averaged over (test-time augmentation).
     """
     model, spec = _worker_model(checkpoint, Path(checkpoint).stat().st_mtime_ns)
     cube = CubeStore.open(store)
@@ -315,7 +318,7 @@ def predict_block(
     rows = (max(0, (y0 - halo) // step * step), min(padded[0], round_up(y1 + halo, step)))
     cols = (max(0, (x0 - halo) // step * step), min(padded[1], round_up(x1 + halo, step)))
     window = normalised_window(cube, slot, spec, rows, cols)
-    prob = predict_array(model, window, tile, halo, batch)
+    prob = predict_array(model, window, tile, halo, batch, symmetries=symmetries)
     prob = prob[:, y0 - rows[0] : y1 - rows[0], x0 - cols[0] : x1 - cols[0]]
     _write(PredictionStore.open(out, "r+"), out_slot, prob, cube[VALID][slot, y0:y1, x0:x1], (y0, y1, x0, x1))
 
@@ -344,7 +347,7 @@ def _predict_field_here(
     """Predict a whole field in this process (on the GPU), write it and mark it done."""
     ny, nx = cube.shape
     window = normalised_window(cube, cube.slot(name), spec, (0, ny), (0, nx))
-    prob = predict_array(model, window, cfg.tile, halo, cfg.batch, device)
+    prob = predict_array(model, window, cfg.tile, halo, cfg.batch, device, cfg.symmetries)
     slot = predictions.slot(name)
     _write(predictions, slot, prob, cube[VALID][cube.slot(name)], (0, ny, 0, nx))
     predictions.mark_done(slot)

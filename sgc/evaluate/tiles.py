@@ -14,7 +14,11 @@ weighted pixel is the whole-image value, so the stitched probabilities equal who
 float rounding (tested), and the blend hides nothing: it only averages equal values. Models normalised over
 the image (group or instance norm) see other statistics in a tile and are approximated, not reproduced.
 
-Tiles go through the model in batches of ``batch``.
+Tiles go through the model in batches of ``batch``. With ``symmetries`` above one (test-time augmentation),
+each batch also goes through flipped (2, 4) and transposed (8) copies, their probabilities turned back and
+averaged: the image's eight symmetries are those the training augmentation draws from, and the sky has
+no preferred orientation. A flipped or transposed tile on the pooling grid is still on it, so the stitching
+stays exact for each symmetry.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ def predict_array(
     halo: int,
     batch: int = 4,
     device: torch.device | str = "cpu",
+    symmetries: int = 1,
 ) -> np.ndarray:
     """Class probabilities of a normalised ``(bands, rows, columns)`` image, from stitched tiles.
 
@@ -92,6 +97,7 @@ def predict_array(
             (:attr:`sgc.config.ModelConfig.halo`) for the result to equal whole-image inference.
         batch: tiles per forward pass.
         device: where the model runs.
+        symmetries: 1, or the probabilities averaged over 2, 4 or 8 symmetries (:func:`symmetric_softmax`).
 
     Returns:
         float32 ``(classes, rows, columns)`` softmax probabilities.
@@ -108,8 +114,7 @@ def predict_array(
     for start in range(0, len(origins), batch):
         group = origins[start : start + batch]
         stack = np.stack([padded[:, y0 : y0 + size[0], x0 : x0 + size[1]] for y0, x0 in group])
-        logits = model(torch.from_numpy(stack).to(device))
-        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        probs = symmetric_softmax(model, torch.from_numpy(stack).to(device), symmetries).cpu().numpy()
         for (y0, x0), prob in zip(group, probs, strict=True):
             wy = _profile(size[0], y0 > 0, y0 + size[0] < padded_shape[0], halo)
             wx = _profile(size[1], x0 > 0, x0 + size[1] < padded_shape[1], halo)
@@ -117,6 +122,29 @@ def predict_array(
             total[:, y0 : y0 + size[0], x0 : x0 + size[1]] += prob * w
             weights[y0 : y0 + size[0], x0 : x0 + size[1]] += w
     return (total / weights)[:, :ny, :nx].astype(np.float32)
+
+
+SYMMETRIES = (1, 2, 4, 8)
+
+
+def symmetric_softmax(model: nn.Module, batch: torch.Tensor, symmetries: int = 1) -> torch.Tensor:
+    """Softmax probabilities of a ``(N, bands, H, W)`` batch, averaged over its first ``symmetries``
+    symmetries: as it is, flipped left-right (2), also upside down and both (4), the four transposed (8).
+
+    Raises:
+        ValueError: ``symmetries`` not one of :data:`SYMMETRIES`.
+    """
+    if symmetries not in SYMMETRIES:
+        raise ValueError(f"symmetries {symmetries} is not one of {', '.join(map(str, SYMMETRIES))}")
+    total = torch.zeros((), device=batch.device)
+    for k in range(symmetries):
+        dims = [dim for dim, flipped in ((-1, k & 1), (-2, k & 2)) if flipped]
+        x = batch.transpose(-1, -2) if k >= 4 else batch
+        x = x.flip(dims) if dims else x
+        prob = torch.softmax(model(x.contiguous()).float(), dim=1)
+        prob = prob.flip(dims) if dims else prob
+        total = total + (prob.transpose(-1, -2) if k >= 4 else prob)
+    return total / symmetries
 
 
 @torch.no_grad()

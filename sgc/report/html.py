@@ -24,6 +24,8 @@ from sgc.classes import CLASS_NAMES, OBJECT_CLASSES
 from sgc.config import RunConfig, RunPaths
 from sgc.cube.stats import STATS_JSON
 from sgc.cube.store import CubeStore, PredictionStore
+from sgc.cv import METRICS as CV_METRICS
+from sgc.cv import cv_summaries
 from sgc.evaluate.explain import INDEX_NAME
 from sgc.evaluate.metrics import OBJECT_RADIUS_PX
 from sgc.evaluate.predict import STORE_NAME
@@ -89,6 +91,7 @@ def write_report(cfg: RunConfig, paths: RunPaths) -> Path:
         _data_section(paths, images),
         _training_section(paths, images),
         _results_section(paths, images),
+        _cv_section(paths),
         _explain_section(paths, images),
     ]
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -257,6 +260,40 @@ def _results_section(paths: RunPaths, images: Path) -> str:
     )
     parts.append(_predictions(paths, images))
     return "".join(parts)
+
+
+def _cv_section(paths: RunPaths) -> str:
+    """The cross-validations (sgc cv) of this run and of its variants on the same data: the ablation."""
+    summaries = cv_summaries(paths)
+    if not summaries:
+        return (
+            "<h2>Cross-validation</h2><p class='note'>No cross-validation of this data yet "
+            "(<code>sgc cv CONFIG --folds K</code>).</p>"
+        )
+    header = [
+        "run",
+        "method",
+        "folds",
+        "objects",
+        *(m.replace("_", " ").replace(".", " ") for m in CV_METRICS),
+    ]
+    rows = [
+        [
+            summary["name"],
+            method,
+            summary["folds"],
+            summary["pooled"].get(method, {}).get("n"),
+            *(f"{values[m]['mean']:.3f} ± {values[m]['spread']:.3f}" for m in CV_METRICS),
+        ]
+        for summary in summaries
+        for method, values in summary["methods"].items()
+    ]
+    return (
+        "<h2>Cross-validation</h2><p class='note'>Each fold trains without one band of rows (and the guard "
+        "rows beside it) and is scored on that whole band, so every catalogued object is scored once, by a "
+        "model that never saw its pixels: mean ± spread (sample standard deviation) over the folds. Runs "
+        "named otherwise are variants of this one on the same data (the ablation).</p>" + _table(header, rows)
+    )
 
 
 def _predictions(paths: RunPaths, images: Path) -> str:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgc.config import ModelConfig
-from sgc.evaluate.tiles import predict_array, predict_whole, tile_origins
+from sgc.evaluate.tiles import predict_array, predict_whole, symmetric_softmax, tile_origins
 from sgc.model.unet import UNet
 
 
@@ -34,6 +34,28 @@ def test_stitched_tiles_equal_whole_image_inference(depth: int, tile: int) -> No
     assert stitched.shape == (3, 301, 437)
     np.testing.assert_allclose(stitched, whole, atol=1e-4, rtol=0)
     np.testing.assert_allclose(stitched.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_test_time_augmentation_averages_the_symmetries_and_commutes_with_them() -> None:
+    model = _model(2)
+    # Sides on the pooling grid: whole-image inference of a flipped image needs no padding either.
+    image = np.random.default_rng(3).normal(size=(5, 200, 236)).astype(np.float32)
+    stitched = predict_array(model, image, 96, model.cfg.halo, batch=3, symmetries=8)
+    expected = np.zeros_like(stitched)
+    for transpose in (False, True):
+        for flips in ((), (1,), (2,), (1, 2)):
+            x = np.flip(image.transpose(0, 2, 1) if transpose else image, flips)
+            prob = np.flip(predict_whole(model, np.ascontiguousarray(x)), flips)
+            expected += prob.transpose(0, 2, 1) if transpose else prob
+    np.testing.assert_allclose(stitched, expected / 8, atol=1e-4, rtol=0)
+    # Averaged over the whole group, the prediction of a rotated image is the rotated prediction.
+    turned = predict_array(
+        model, np.ascontiguousarray(np.rot90(image, axes=(1, 2))), 96, model.cfg.halo, symmetries=8
+    )
+    np.testing.assert_allclose(turned, np.rot90(stitched, axes=(1, 2)), atol=1e-4, rtol=0)
+    assert np.abs(predict_array(model, image, 96, model.cfg.halo) - stitched).max() > 1e-3
+    with pytest.raises(ValueError, match="symmetries 3"):
+        symmetric_softmax(model, torch.zeros(1, 5, 16, 16), 3)
 
 
 def test_tiles_without_a_halo_show_seams() -> None:
