@@ -190,6 +190,9 @@ def _say_results(evaluation: Path, report: Path | None = None) -> None:
 def cv(
     config: Annotated[Path, typer.Argument(help="YAML config of one labelled field: configs/sample.yaml")],
     folds: Annotated[int, typer.Option(help="K: bands of rows, each the test band of one fold")] = 5,
+    variant: Annotated[
+        str | None, typer.Option(help="what this is called in the ablation (default: the run's name)")
+    ] = None,
     overrides: SetOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
@@ -203,11 +206,56 @@ def cv(
     cfg = _config(config, overrides, {"compute": {"workers": workers, "scheduler": scheduler}})
     start = time.perf_counter()
     try:
-        result = cross_validate(cfg, folds)
+        result = cross_validate(cfg, folds, variant=variant)
     except (SgcError, ValueError) as exc:
         raise _fail(exc) from exc
     typer.echo(result.format(), nl=False)
-    typer.echo(f"done in {time.perf_counter() - start:.1f} s: {result.out / f'cv-{folds}.md'}")
+    typer.echo(f"done in {time.perf_counter() - start:.1f} s: {result.out / f'{result.stem}.md'}")
+
+
+@app.command("tune")
+def tune_command(
+    config: Annotated[Path, typer.Argument(help="YAML config of one labelled field: configs/sample.yaml")],
+    trials: Annotated[int, typer.Option(help="finished trials to reach, a killed search's included")] = 20,
+    folds: Annotated[int, typer.Option(help="K: each trial's value is the mean over K folds")] = 3,
+    metric: Annotated[str, typer.Option(help="object metric to maximise: mcc, accuracy, star.f1...")] = "mcc",
+    method: Annotated[str, typer.Option(help="whose metric: sgc, '2023 recipe' or classical")] = "sgc",
+    space: Annotated[
+        Path | None,
+        typer.Option(help="YAML search space: 'dotted.key: {low: L, high: H}' or a list of choices per key"),
+    ] = None,
+    pruner: Annotated[str, typer.Option(help="stop poor trials after a fold: median, hyperband, none")] = (
+        "median"
+    ),
+    parallel: Annotated[int | None, typer.Option(help="trials at once (default: one per worker)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the sampler")] = 0,
+    overrides: SetOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Search CONFIG's hyper-parameters with Optuna, trials on the Dask cluster, each scored by K-fold
+    cross-validation; resumable: run again to go on."""
+    import optuna
+
+    from sgc.tune.objective import CvObjective
+    from sgc.tune.search import TuneOptions, tune
+    from sgc.tune.space import load_space
+
+    _output(quiet, verbose)
+    cfg = _config(config, overrides, {"compute": {"workers": workers, "scheduler": scheduler}})
+    # Optuna's own INFO lines repeat what sgc logs about each trial.
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if verbose else optuna.logging.WARNING)
+    start = time.perf_counter()
+    try:
+        settings = apply_overrides(load_config_file(config), overrides or [])
+        options = TuneOptions(trials=trials, parallel=parallel, pruner=pruner, steps=folds, seed=seed)
+        result = tune(cfg, CvObjective(folds, metric, method), load_space(space, cfg), options, settings)
+    except (SgcError, ValueError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(result.format(), nl=False)
+    typer.echo(f"done in {time.perf_counter() - start:.1f} s: {result.out}")
 
 
 @app.command("config")

@@ -73,6 +73,7 @@ class CvResult:
         out: the folder of the folds and the summary.
         name: the run's name (what a row of an ablation is called).
         raw: the raw folder it was made from (runs on the same data are compared).
+        stem: the summary's file name, without suffix.
     """
 
     folds: int
@@ -81,6 +82,7 @@ class CvResult:
     out: Path = Path()
     name: str = ""
     raw: str = ""
+    stem: str = "cv"
 
     def mean(self, method: str, metric: str) -> float:
         """The mean of one metric (a name of :data:`METRICS`) over the folds of one method."""
@@ -166,6 +168,7 @@ def cross_validate(
     folds: int,
     on_fold: Callable[[int, dict[str, dict[str, Any]]], None] | None = None,
     compute: Compute | None = None,
+    variant: str | None = None,
 ) -> CvResult:
     """Run the K folds of ``cfg`` (resuming those done) and write their summary.
 
@@ -175,6 +178,9 @@ def cross_validate(
         on_fold: called after each fold with its index and each method's metrics; it may raise to stop
             (a pruned trial of ``sgc tune``).
         compute: the Dask client to run on; a new one from ``cfg.compute`` if not given.
+        variant: what this cross-validation is called in the ablation (default: the run's name); its
+            summary is ``cv-K-VARIANT``, so that settings tried on the same folds keep a summary each (a
+            change of prediction settings alone reuses the folds' training).
 
     Raises:
         CvError: fewer than 2 folds, or a store that is not one field.
@@ -182,12 +188,15 @@ def cross_validate(
     """
     if folds < 2:
         raise CvError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    if variant is not None and (not variant or "/" in variant or variant.startswith(".")):
+        raise CvError(f"--variant {variant!r}: a plain name, used in a file name")
     if cfg.split.mode == "fields":
         raise CvError("sgc cv cuts one field into bands of rows: split.mode must be rows or auto")
     paths = cfg.paths
     out = cv_dir(paths.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out, f"cv-{folds}")
+    stem = summary_stem(folds, variant)
+    save_config(cfg, out, stem)
     with Compute(cfg.compute) if compute is None else contextlib.nullcontext(compute) as client:
         run_stages(StageContext(cfg, paths, client), [STAGES[name] for name in SHARED_STAGES])
         cube = CubeStore.open(paths.store)
@@ -212,7 +221,7 @@ def cross_validate(
             if on_fold is not None:
                 on_fold(fold, metrics)
     pooled = {m: pooled_scores(t) for m, t in scored.items()}
-    result = CvResult(folds, methods, pooled, out, cfg.name, str(paths.raw.resolve()))
+    result = CvResult(folds, methods, pooled, out, variant or cfg.name, str(paths.raw.resolve()), stem)
     write_cv(result)
     return result
 
@@ -244,10 +253,15 @@ def cv_summaries(paths: RunPaths) -> list[dict[str, Any]]:
     return sorted(found, key=lambda s: (s["name"] != paths.out_dir.name, s["name"], s["folds"]))
 
 
+def summary_stem(folds: int, variant: str | None = None) -> str:
+    """The file name (without suffix) of a cross-validation's summary: ``cv-K`` or ``cv-K-VARIANT``."""
+    return f"cv-{folds}" if variant is None else f"cv-{folds}-{variant}"
+
+
 def write_cv(result: CvResult) -> list[Path]:
-    """Write ``cv-K.json`` (strict JSON) and ``cv-K.md`` into the result's folder."""
-    path = write_json(result.out / f"cv-{result.folds}.json", result.to_json(), indent=2)
-    md = result.out / f"cv-{result.folds}.md"
+    """Write the summary (:func:`summary_stem`) as strict JSON and as Markdown into the result's folder."""
+    path = write_json(result.out / f"{result.stem}.json", result.to_json(), indent=2)
+    md = result.out / f"{result.stem}.md"
     with atomic_write(md, "w", sync=False) as f:
         f.write(result.format())
     return [path, md]

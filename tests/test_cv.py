@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from sgc.cli import app
 from sgc.compute import Compute
 from sgc.config import cv_dir, fold_name, load_config
-from sgc.cv import METRICS, CvError, cross_validate, fold_config
+from sgc.cv import METRICS, CvError, cross_validate, cv_summaries, fold_config
 from sgc.patches.planfile import read_plan
 from sgc.stages import read_record
 
@@ -47,6 +47,7 @@ def test_fold_config_scores_its_whole_band(sdss_dir: Path, tmp_path: Path) -> No
     assert fold.paths.run == tmp_path / "runs" / "sample" / "cv" / "fold-1-of-3"
 
 
+@pytest.mark.slow
 def test_cv_on_the_sample_scores_every_object_once_and_resumes(sdss_dir: Path, tmp_path: Path) -> None:
     cfg = _sample_config(tmp_path, "compute.workers=1")
     with Compute(cfg.compute) as compute:
@@ -73,13 +74,23 @@ def test_cv_on_the_sample_scores_every_object_once_and_resumes(sdss_dir: Path, t
             assert metric in summary
         # A second call finds every fold complete and reads back the same figures.
         again = cross_validate(cfg, 3, compute=compute)
-    assert again.to_json() == result.to_json()
+        assert again.to_json() == result.to_json()
+        # A variant that changes the prediction alone predicts again with the folds' trained models.
+        best = [fold_config(cfg, 3, k, 745).paths.checkpoint.stat().st_mtime_ns for k in range(3)]
+        tta = cfg.model_copy(update={"predict": cfg.predict.model_copy(update={"symmetries": 2})})
+        variant = cross_validate(tta, 3, compute=compute, variant="tta")
+        assert [fold_config(cfg, 3, k, 745).paths.checkpoint.stat().st_mtime_ns for k in range(3)] == best
+    assert (result.out / "cv-3-tta.json").is_file() and (result.out / "cv-3.json").is_file()
+    assert [s["name"] for s in cv_summaries(cfg.paths)] == ["sample", "tta"]
+    assert variant.pooled["sgc"]["n"] == 315
 
 
 def test_cv_refuses_what_it_cannot_fold(tmp_path: Path) -> None:
     cfg = load_config(None, [f"workdir={tmp_path}", "split.mode=fields"])
     with pytest.raises(CvError, match="split.mode must be rows"):
         cross_validate(cfg, 3)
+    with pytest.raises(CvError, match="a plain name"):
+        cross_validate(load_config(None, [f"workdir={tmp_path}"]), 3, variant="../x")
     with pytest.raises(CvError, match="at least 2 folds"):
         cross_validate(load_config(None, [f"workdir={tmp_path}"]), 1)
     result = CliRunner().invoke(app, ["cv", str(ROOT / "configs" / "sample.yaml"), "--folds", "1"])
