@@ -34,6 +34,8 @@ from sgc.report import figures
 from sgc.report.split import REPORT_JSON, report_table
 from sgc.stages import read_record
 from sgc.train.log import read_metrics
+from sgc.tune.files import BEST_YAML, HISTORY_PNG, IMPORTANCE_PNG, tune_dir
+from sgc.tune.files import SUMMARY_JSON as TUNE_SUMMARY
 
 INDEX = "index.html"
 IMAGES = "img"
@@ -92,6 +94,7 @@ def write_report(cfg: RunConfig, paths: RunPaths) -> Path:
         _training_section(paths, images),
         _results_section(paths, images),
         _cv_section(paths),
+        _tune_section(paths, images),
         _explain_section(paths, images),
     ]
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -293,6 +296,33 @@ def _cv_section(paths: RunPaths) -> str:
         "rows beside it) and is scored on that whole band, so every catalogued object is scored once, by a "
         "model that never saw its pixels: mean ± spread (sample standard deviation) over the folds. Runs "
         "named otherwise are variants of this one on the same data (the ablation).</p>" + _table(header, rows)
+    )
+
+
+def _tune_section(paths: RunPaths, images: Path) -> str:
+    """The hyper-parameter search (sgc tune) of this run, where there is one: its best trial and figures."""
+    out = tune_dir(paths.out_dir)
+    summary = read_json(out / TUNE_SUMMARY)
+    if summary is None:
+        return (
+            "<h2>Hyper-parameter search</h2><p class='note'>No search of this run "
+            "(<code>sgc tune CONFIG --trials N</code>).</p>"
+        )
+    counts = ", ".join(f"{n} {state}" for state, n in summary["trials"].items())
+    best = summary["best"]
+    table = (
+        _table(["parameter", "best value"], [[key, value] for key, value in best["params"].items()])
+        if best
+        else ""
+    )
+    text = f"best: trial {best['number']}, {best['value']:.4g}" if best else "no trial complete"
+    return (
+        "<h2>Hyper-parameter search</h2><p class='note'>"
+        + html.escape(f"sgc tune: {summary['objective']}, maximised; {counts}; {text} ({out / BEST_YAML}).")
+        + "</p>"
+        + table
+        + _figure(_copy(out / HISTORY_PNG, images), "optimisation history", "Each trial's value, by trial.")
+        + _figure(_copy(out / IMPORTANCE_PNG, images), "parameter importances", "PED-ANOVA.")
     )
 
 
