@@ -171,6 +171,17 @@ class ScanGeometry:
             row, float
         ) - grid.dy + grid.tilt * dcol
 
+    def r_to_band(self, band: str, col: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Band pixel (column, row) seeing the sky at an r pixel: the inverse of :meth:`band_to_r`.
+
+        Exact for the simulated grid and independent of any frame's TAN WCS, so what is placed with it (a
+        bleed trail) lands on the same scan pixels in the two frames that share them.
+        """
+        grid = self.grids[band]
+        x0 = self.center[0]
+        dcol = (np.asarray(col, float) - x0) / (1.0 + grid.col_scale) + grid.dx
+        return x0 + dcol, np.asarray(row, float) + grid.dy - grid.tilt * dcol
+
     def band_to_sky(
         self, band: str, field: int, col: np.ndarray, row: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -10,11 +10,15 @@ Frames have the real files' four HDUs (image in nanomaggies with its own TAN WCS
 grid, astrometry), the real header conventions, and pixels stored as SDSS stores them (floats kept to 10
 significant bits). Each band is rendered through its own WCS, several pixels off the others as in real
 frames, so aligning on the WCS is the right thing downstream. Consecutive fields overlap by 128 rows; a
-source there appears in both frames and once in the catalogue. See :mod:`sgc.sim.geometry`,
-:mod:`sgc.sim.sources` and :mod:`sgc.sim.render` for the models and where their numbers come from.
+source there appears in both frames and once in the catalogue. Frames also carry what the real ones do
+beyond sources and noise: saturated stars with bleed trails along the scan, the few cosmic rays photo
+leaves, and a faint residual sky gradient, none of them catalogued (a saturated star stays a catalogued
+star at its true position). See :mod:`sgc.sim.geometry`, :mod:`sgc.sim.sources` and :mod:`sgc.sim.render`
+for the models and where their numbers come from.
 
 The same seed gives the same bytes: every random draw comes from a generator keyed by (seed, run, camcol,
-field[, band]), so fields render independently, in any order, in parallel. Nothing reads the clock.
+field[, band]) or, for what the shared rows of two fields must agree on (noise, cosmic rays), by block of
+scan rows, so fields render independently, in any order, in parallel. Nothing reads the clock.
 """
 
 from __future__ import annotations
@@ -52,8 +56,13 @@ from sgc.sim.geometry import (
 from sgc.sim.render import (
     GAIN,
     MAX_STAMP_RADIUS,
+    NMGY,
+    SKY_SIGMA,
+    Charge,
     FrameConditions,
     RunConditions,
+    bleed_trails,
+    cosmic_rays,
     psf_flux_ratio,
     render_band,
     run_conditions,
@@ -135,7 +144,7 @@ class SimRun:
         ]
         sources = Sources.concatenate(parts)
         row = (sources.field - field) * geometry.step + sources.row  # r rows of this frame
-        reach = MAX_STAMP_RADIUS + 20  # the widest stamp, and the bands' offsets from r
+        reach = MAX_STAMP_RADIUS + 20  # the widest stamp (or bleed trail), and the bands' offsets from r
         return sources.take((row > -reach) & (row < self.shape[0] + reach))
 
 
@@ -258,8 +267,17 @@ def render_field(sim_run: SimRun, field: int) -> dict[str, fits.HDUList]:
             sky_sigma=sim_run.conditions.sky_sigma(band, scan_rows),
             calibration=calibration,
             gain=float(GAIN[k]),
+            sky_residual=sim_run.conditions.sky_residual_terms(band, scan_rows, np.arange(sim_run.shape[1])),
         )
-        image = render_band(_wcs(header), sources, sources.flux[:, k], conditions, _noise(sim_run, field, k))
+        charge = Charge.concatenate(
+            [
+                frame_cosmic_rays(sim_run, field, k),
+                frame_bleed_trails(sim_run, field, band, sources, calibration),
+            ]
+        )
+        image = render_band(
+            _wcs(header), sources, sources.flux[:, k], conditions, _noise(sim_run, field, k), charge
+        )
         frames[band] = fits.HDUList(
             [
                 fits.PrimaryHDU(_float_compress(image), header),
@@ -286,6 +304,47 @@ def _noise(sim_run: SimRun, field: int, band_index: int) -> np.ndarray:
             np.random.default_rng(np.random.SeedSequence(key)).standard_normal((count, cols), np.float32)
         )
     return np.concatenate(blocks)
+
+
+def frame_cosmic_rays(sim_run: SimRun, field: int, band_index: int) -> Charge:
+    """The residual cosmic rays of a frame, drawn per block of ``step`` scan rows as the noise is.
+
+    A band's hits depend only on its own generator: bands cross a piece of sky minutes apart, so they share
+    no cosmic ray.
+    """
+    rows, cols = sim_run.shape
+    step = sim_run.geometry.step
+    sigma_counts = float(SKY_SIGMA[band_index] / NMGY[band_index])
+    parts = []
+    for block, offset in ((field, 0), (field + 1, step)):
+        key = [sim_run.seed, sim_run.run, sim_run.camcol, 7, block, band_index]
+        hits = cosmic_rays(np.random.default_rng(np.random.SeedSequence(key)), step, cols, sigma_counts)
+        parts.append(Charge(hits.row + offset, hits.col, hits.counts))
+    return Charge.concatenate(parts).inside(sim_run.shape)
+
+
+def frame_bleed_trails(
+    sim_run: SimRun, field: int, band: str, sources: Sources, calibration: np.ndarray
+) -> Charge:
+    """The saturated cores and bleed trails of the stars near a frame.
+
+    Stars are placed on the band's scan grid (exact and the same for every frame), not through the frame's
+    TAN WCS (which the next frame's differs from by millipixels), so that a trail in two frames' shared rows
+    covers the same pixels in both.
+    """
+    geometry = sim_run.geometry
+    stars = sources.take(sources.is_star)
+    scan_rows = stars.field * geometry.step + stars.row
+    col, band_row = geometry.r_to_band(band, stars.col, scan_rows)
+    conditions = sim_run.conditions
+    return bleed_trails(
+        col,
+        band_row - field * geometry.step,
+        stars.flux[:, BANDS.index(band)],
+        conditions.fwhm(band, scan_rows),
+        conditions.sky_counts(band, scan_rows),
+        calibration.astype(np.float64),
+    ).inside(sim_run.shape)
 
 
 def frame_header(sim_run: SimRun, field: int, band: str) -> fits.Header:
