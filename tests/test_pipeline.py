@@ -95,8 +95,8 @@ def test_demo_downloads_the_simulated_mirror_byte_for_byte(demo_run) -> None:
 def test_demo_outputs_equal_those_recorded(demo_run) -> None:
     """The store's arrays, the plan and training's first epoch, against digests recorded before
     (``tests/demo_digests.json``): first before configuration, stages and compute were consolidated, again
-    when the simulator was made more realistic. A change meant to alter them records them anew with
-    ``SGC_RECORD_DIGESTS=1 python -m pytest tests/test_pipeline.py -k recorded`` (and says why in its commit)."""
+    when the simulator was made more realistic. A change meant to alter them records them anew (saying why
+    in its commit) with ``SGC_RECORD_DIGESTS=1 python -m pytest tests/test_pipeline.py -k recorded``."""
     work = demo_run[0]
     path = REPO / "tests" / "demo_digests.json"
     with (work / "runs" / "demo" / "metrics.csv").open() as f:

@@ -70,7 +70,7 @@ class PredictSummary:
     Attributes:
         out: the output folder (prediction store, object catalogue, FITS files).
         fields: fields predicted now.
-        skipped: fields already predicted with this checkpoint.
+        skipped: fields already predicted with this checkpoint and these settings.
         objects: objects in the catalogue per field (every field of the store, predicted now or before).
         device: where the model ran.
     """
@@ -135,12 +135,13 @@ def predict_fields(
     if not names:
         raise PredictError(f"{store}: no done field to predict")
     out = Path(out)
-    record = checkpoint_record(checkpoint, spec)
+    halo = spec.model.halo if cfg.halo is None else cfg.halo
+    # What the probabilities depend on besides the weights: predictions made otherwise are not reused.
+    record = {**checkpoint_record(checkpoint, spec), "predict": {"halo": halo, "symmetries": cfg.symmetries}}
     predictions = _prediction_store(out / STORE_NAME, cube, names, record, replace)
     todo = [name for name in names if name not in predictions.done_fields()]
     device = _device(cfg)
     summary = PredictSummary(out, todo, [n for n in names if n not in todo], device=str(device))
-    halo = spec.model.halo if cfg.halo is None else cfg.halo
     if device.type == "cuda":
         for name in progress.bar(todo, desc="predict", unit="field"):
             _predict_field_here(model.to(device), spec, cube, predictions, name, cfg, halo, device)
@@ -166,7 +167,8 @@ def _device(cfg: PredictConfig) -> torch.device:
 def _prediction_store(
     path: Path, cube: CubeStore, names: list[str], record: dict[str, Any], replace: bool
 ) -> PredictionStore:
-    """The prediction store at ``path``: reused if made from this checkpoint and store, else made anew."""
+    """The prediction store at ``path``: reused if made from this checkpoint, store and settings, else made
+    anew."""
     if path.exists():
         try:
             existing = PredictionStore.open(path, "r+")
@@ -176,6 +178,7 @@ def _prediction_store(
             ) from exc
         same = (
             existing.checkpoint.get("sha256") == record["sha256"]
+            and existing.checkpoint.get("predict") == record["predict"]
             and Path(existing.attrs.get(ATTR_SOURCE_STORE, "")) == cube.path.resolve()
             and set(names) <= set(existing.fields)
         )
@@ -183,7 +186,8 @@ def _prediction_store(
             return existing
         if not replace:
             raise PredictError(
-                f"{path}: holds predictions of another checkpoint or store; remove it or give another --out"
+                f"{path}: holds predictions of another checkpoint, store or settings; remove it or give "
+                "another --out"
             )
         shutil.rmtree(path)
     return PredictionStore.create(path, cube, names, CLASS_NAMES, record)

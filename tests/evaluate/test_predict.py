@@ -139,6 +139,15 @@ def test_predictions_of_another_checkpoint_are_not_overwritten(
     torch.save(state, other)
     with pytest.raises(PredictError, match="another checkpoint"):
         predict_fields(other, store, tmp_path, PredictConfig(), compute, [field])
+    # Made with other prediction settings: refused too, and replaced when asked (a stage redoing its output).
+    with pytest.raises(PredictError, match="another checkpoint"):
+        predict_fields(checkpoint, store, tmp_path, PredictConfig(symmetries=2), compute, [field])
+    again = predict_fields(checkpoint, store, tmp_path, PredictConfig(symmetries=2), compute, [field], True)
+    assert again.fields == [field]
+    assert (
+        predict_fields(checkpoint, store, tmp_path, PredictConfig(symmetries=2), compute, [field]).fields
+        == []
+    )
     bad = tmp_path / "taken"
     (bad / "predictions.zarr").mkdir(parents=True)
     with pytest.raises(PredictError, match="not a prediction store"):
