@@ -529,18 +529,30 @@ def _pretrain_context(ctx: StageContext) -> StageContext:
     return StageContext(cfg, cfg.paths, ctx.compute)
 
 
+def _inner_run(sub: StageContext, names: tuple[str, ...]) -> dict[str, str]:
+    """Carry out the stages ``names`` of a run inside this one (pretraining, the 2023 recipe), skipping those
+    complete, and return the record of its training.
+
+    Raises:
+        StageError: at the first of them that left work undone.
+    """
+    log.info("%s: %s", sub.cfg.name, ", ".join(names))
+    run_stages(sub, [STAGES[name] for name in names])
+    return {"run": str(sub.paths.run), "checkpoint": str(sub.paths.checkpoint)}
+
+
+def _inner_run_complete(sub: StageContext, names: tuple[str, ...]) -> bool:
+    return all(STAGES[name].is_complete(sub) for name in names if STAGES[name].applies(sub.cfg))
+
+
 def _pretrain(ctx: StageContext) -> StageResult:
     sub = _pretrain_context(ctx)
-    for result in run_stages(sub, [STAGES[name] for name in PRETRAIN_STAGES]):
-        if not result.ok:
-            return StageResult(False, f"{sub.cfg.name}: {result.summary}")
-    record = {"run": str(sub.paths.run), "checkpoint": str(sub.paths.checkpoint)}
+    record = _inner_run(sub, PRETRAIN_STAGES)
     return StageResult(True, f"{ctx.cfg.pretrain.config} pretrained into {sub.paths.run}", record)
 
 
 def _pretrain_complete(ctx: StageContext) -> bool:
-    sub = _pretrain_context(ctx)
-    return all(STAGES[name].is_complete(sub) for name in PRETRAIN_STAGES if STAGES[name].applies(sub.cfg))
+    return _inner_run_complete(_pretrain_context(ctx), PRETRAIN_STAGES)
 
 
 def _pretrain_state(ctx: StageContext) -> Any:
@@ -627,21 +639,12 @@ def _recipe_context(ctx: StageContext) -> StageContext:
 
 def _reference(ctx: StageContext) -> StageResult:
     sub = _recipe_context(ctx)
-    for name in REFERENCE_STAGES:
-        stage = STAGES[name]
-        if stage.is_complete(sub):
-            continue
-        log.info("reference: %s of %s", name, sub.cfg.name)
-        result = run_stage(stage, sub)
-        if not result.ok:
-            return StageResult(False, f"{sub.cfg.name}: {name}: {result.summary}")
-    record = {"run": str(sub.paths.run), "checkpoint": str(sub.paths.checkpoint)}
+    record = _inner_run(sub, REFERENCE_STAGES)
     return StageResult(True, f"{ctx.cfg.baselines.reference} trained into {sub.paths.run}", record)
 
 
 def _reference_complete(ctx: StageContext) -> bool:
-    sub = _recipe_context(ctx)
-    return all(STAGES[name].is_complete(sub) for name in REFERENCE_STAGES)
+    return _inner_run_complete(_recipe_context(ctx), REFERENCE_STAGES)
 
 
 def _reference_state(ctx: StageContext) -> Any:

@@ -13,19 +13,11 @@ from sgc.atomic import read_json
 from sgc.cli import app
 from sgc.config import load_config
 from sgc.tune.files import BEST_YAML, TRIALS_CSV, TRIALS_FOLDER, trial_name
+from tests.test_cv import TINY as CV_TINY
 
 ROOT = Path(__file__).resolve().parents[2]
-# The smallest training that runs every stage of a fold (as tests/test_cv.py); two folds need no validation.
-TINY = [
-    "train.epochs=1",
-    "train.max_steps=2",
-    "train.model.depth=2",
-    "train.model.width=4",
-    "train.loader.batch_size=4",
-    "split.patch=32",
-    "split.stride=32",
-    "split.row_fractions=[0.85, 0, 0.15]",
-]
+# The smallest training that runs every stage of a fold; two folds need no validation.
+TINY = [*CV_TINY, "split.row_fractions=[0.85, 0, 0.15]"]
 
 
 @pytest.mark.slow
