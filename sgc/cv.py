@@ -35,7 +35,7 @@ from sgc.compute import Compute
 from sgc.config import CV_FOLDER, RunConfig, RunPaths, cv_dir, merge_settings, save_config, validate_config
 from sgc.cube.store import CubeStore
 from sgc.errors import SgcError
-from sgc.evaluate.metrics import magnitude_bins, object_scores
+from sgc.evaluate.metrics import object_scores, scores_by_magnitude
 from sgc.evaluate.score import METRICS_JSON, SCORED_CSV, SUMMARY_JSON
 from sgc.stages import STAGES, StageContext, run_stages
 
@@ -233,11 +233,9 @@ def pooled_scores(tables: Sequence[Table]) -> dict[str, Any]:
     truth = np.array([index[str(v)] for v in table["truth"]], dtype=np.int64)
     predicted = np.array([index[str(v)] for v in table["predicted"]], dtype=np.int64)
     scores = object_scores(truth, predicted)
-    scores["by_magnitude"] = [
-        {"r_min": low, "r_max": high, **object_scores(truth[mask], predicted[mask])}
-        for low, high, mask in magnitude_bins(np.asarray(table["mag_r"], dtype=np.float64))
-        if mask.any()
-    ]
+    scores["by_magnitude"] = scores_by_magnitude(
+        truth, predicted, np.asarray(table["mag_r"], dtype=np.float64)
+    )
     return scores
 
 

@@ -274,9 +274,15 @@ def object_metrics(
     scores = object_scores(truth, predicted)
     scores["purity"] = purity(*predicted_objects, *catalog_positions)
     scores["predicted_objects"] = len(predicted_objects[0])
-    scores["by_magnitude"] = [
+    scores["by_magnitude"] = scores_by_magnitude(truth, predicted, mag)
+    return scores
+
+
+def scores_by_magnitude(truth: np.ndarray, predicted: np.ndarray, mag: np.ndarray) -> list[dict[str, Any]]:
+    """:func:`object_scores` in each r-magnitude bin that holds objects, with its ``r_min`` and ``r_max``."""
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    return [
         {"r_min": low, "r_max": high, **object_scores(truth[mask], predicted[mask])}
         for low, high, mask in magnitude_bins(mag)
         if mask.any()
     ]
-    return scores
