@@ -498,7 +498,7 @@ def _audit(ctx: StageContext) -> StageResult:
 PRETRAIN_STAGES = ("simulate", "download", "ingest", "label", "exclude", "split", "audit", "train")
 
 
-def pretrain_config(ctx: StageContext) -> RunConfig:
+def pretrain_config(cfg: RunConfig) -> RunConfig:
     """The pretraining run: ``pretrain.config`` with ``pretrain.set`` over it, training this run's model.
 
     It writes into this run's ``workdir`` and ``runs_dir`` under its own name, on this run's Dask client,
@@ -508,24 +508,24 @@ def pretrain_config(ctx: StageContext) -> RunConfig:
     Raises:
         ConfigError: a pretraining config that cannot be read or is not valid.
     """
-    path = ctx.cfg.pretrain.config
-    data = apply_overrides(load_config_file(path), ctx.cfg.pretrain.set)
+    path = cfg.pretrain.config
+    data = apply_overrides(load_config_file(path), cfg.pretrain.set)
     data = merge_settings(
         data,
         {
-            "workdir": str(ctx.cfg.workdir),
-            "runs_dir": str(ctx.cfg.runs_dir),
-            "train": {"model": ctx.cfg.train.model.model_dump(mode="json"), "init": None},
+            "workdir": str(cfg.workdir),
+            "runs_dir": str(cfg.runs_dir),
+            "train": {"model": cfg.train.model.model_dump(mode="json"), "init": None},
             "baselines": {"reference": None, "classical": False},
             "pretrain": {"config": None},
         },
     )
-    data["test_fields"] = sorted({*data.get("test_fields", []), *ctx.cfg.test_fields})
+    data["test_fields"] = sorted({*data.get("test_fields", []), *cfg.test_fields})
     return validate_config(data, str(path))
 
 
 def _pretrain_context(ctx: StageContext) -> StageContext:
-    cfg = pretrain_config(ctx)
+    cfg = pretrain_config(ctx.cfg)
     return StageContext(cfg, cfg.paths, ctx.compute)
 
 

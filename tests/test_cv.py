@@ -27,6 +27,7 @@ TINY = [
     "split.patch=32",
     "split.stride=32",
     "baselines.reference=null",
+    "pretrain.config=null",
 ]
 
 

@@ -136,7 +136,7 @@ def test_pretraining_trains_this_runs_model_and_starts_its_training(tmp_path: Pa
     cfg = _config(tmp_path, f"pretrain.config={pre}", "pretrain.set=[simulate.seed=5]", "train.model.width=8")
     with Compute(cfg.compute) as compute:
         ctx = context(cfg, compute)
-        sub = pretrain_config(ctx)
+        sub = pretrain_config(cfg)
         # Its own data and schedule; this run's model, held-out fields, folders and client.
         assert (sub.name, sub.source, sub.simulate.seed, sub.train.epochs) == ("pre", "simulate", 5, 3)
         assert sub.train.model == cfg.train.model and sub.pretrain.config is None

@@ -77,7 +77,8 @@ class CvObjective:
         return f"mean object {self.metric} of {self.method} over {self.folds} folds"
 
     def prepare(self, cfg: RunConfig, compute: Compute) -> Path:
-        """Make the raw data and the store that every trial reads, once, before the trials; return the store.
+        """Make the raw data, the store and the pretrained weights that every trial reads, once, before the
+        trials; return the store.
 
         A trial starts from a copy of this store (:mod:`sgc.tune.trial`) instead of ingesting the field
         again; the stages are those of ``sgc run``, so the store is the run's own and is reused by it.
@@ -96,7 +97,8 @@ class CvObjective:
             raise TuneError("--method '2023 recipe' needs baselines.reference in the config")
         paths = cfg.paths
         paths.out_dir.mkdir(parents=True, exist_ok=True)
-        stages = [STAGES[name] for name in ("simulate", "download", "ingest")]
+        # Pretraining too, once: every trial starts from its weights (sgc.tune.trial.trial_settings).
+        stages = [STAGES[name] for name in ("simulate", "download", "ingest", "pretrain")]
         run_stages(StageContext(cfg, paths, compute), stages)
         done = CubeStore.open(paths.store).done_fields()
         if len(done) != 1:

@@ -37,6 +37,7 @@ from optuna.trial import TrialState
 
 from sgc.config import RunConfig, merge_settings, validate_config
 from sgc.errors import SgcError
+from sgc.stages import pretrain_config
 from sgc.tune.files import TRIALS_FOLDER, TUNE_FOLDER, trial_name
 from sgc.tune.space import nested
 from sgc.tune.study import ENDED, ERROR, FOLDS, STARTED, WORKER, make_pruner, open_storage
@@ -112,6 +113,11 @@ def trial_settings(cfg: RunConfig, params: dict[str, Any], number: int) -> dict[
             "train": {"loader": {"workers": 0}},
         },
     )
+    if cfg.pretrain.config is not None:
+        # Pretrained once, before the trials (the objective's prepare): each trial starts from those weights
+        # rather than pretraining again in a worker.
+        pretrained = pretrain_config(cfg).paths.checkpoint.resolve()
+        data = merge_settings(data, {"pretrain": {"config": None}, "train": {"init": str(pretrained)}})
     # Refused here, in the driver, so that a draw the config cannot take fails at once with the reason.
     validate_config(data, f"trial {number}")
     return data

@@ -4,6 +4,7 @@ one tiny trial on one worker, its value the mean of its folds' object MCC as sgc
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,15 @@ from sgc.tune.files import BEST_YAML, TRIALS_CSV, TRIALS_FOLDER, trial_name
 from tests.test_cv import TINY as CV_TINY
 
 ROOT = Path(__file__).resolve().parents[2]
-# The smallest training that runs every stage of a fold; two folds need no validation.
-TINY = [*CV_TINY, "split.row_fractions=[0.85, 0, 0.15]"]
+# The smallest training that runs every stage of a fold; two folds need no validation. The search pretrains
+# once (on two simulated fields, one short epoch) and each trial starts from those weights.
+PRETRAIN = ["simulate.fields=2", "train.epochs=1", "train.max_steps=2"]
+TINY = [
+    *CV_TINY,
+    "split.row_fractions=[0.85, 0, 0.15]",
+    f"pretrain.config={ROOT / 'configs' / 'pretrain.yaml'}",
+    f"pretrain.set={json.dumps(PRETRAIN)}",
+]
 
 
 @pytest.mark.slow
@@ -35,6 +43,7 @@ def test_one_trial_cross_validates_the_sample(sdss_dir: Path, tmp_path: Path) ->
     with open(out / TRIALS_CSV, newline="") as f:
         (row,) = csv.DictReader(f)
     assert row["state"] == "COMPLETE", row["error"]
+    assert (tmp_path / "runs" / "pretrain" / "best.pt").is_file()  # pretrained once, by the search
     # The trial's folds are those its cross-validation summarised, in its own folder.
     trial = out / TRIALS_FOLDER / trial_name(0)
     summary = read_json(trial / "cv" / "cv-2.json")
