@@ -95,7 +95,7 @@ class CvResult:
 
     def values(self, method: str, metric: str) -> list[float]:
         """One metric of one method, fold by fold."""
-        return [_get(fold, metric) for fold in self.methods[method]]
+        return [metric_value(fold, metric) for fold in self.methods[method]]
 
     def to_json(self) -> dict[str, Any]:
         """The summary as strict JSON: mean, spread and per-fold values of every metric, and the pooled."""
@@ -132,12 +132,13 @@ class CvResult:
         lines += ["", "Pooled over the folds' objects (each catalogued object scored once):", ""]
         lines += ["| method | objects | " + " | ".join(head[1:]) + " |", "|" + " --- |" * (len(head) + 1)]
         for method, scores in self.pooled.items():
-            cells = ["-" if m == "purity" else f"{_get(scores, m):.3f}" for m in METRICS]
+            cells = ["-" if m == "purity" else f"{metric_value(scores, m):.3f}" for m in METRICS]
             lines.append(f"| {method} | {scores['n']} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
 
-def _get(scores: Mapping[str, Any], metric: str) -> float:
+def metric_value(scores: Mapping[str, Any], metric: str) -> float:
+    """A dotted metric (``star.f1``) of an object metrics section; NaN where it is undefined (None)."""
     value: Any = scores
     for key in metric.split("."):
         value = value[key]

@@ -16,7 +16,6 @@ each trial starts from a copy of), in the ``sgc tune`` process, on the whole clu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +106,7 @@ class CvObjective:
 
     def __call__(self, cfg: RunConfig, report: FoldReport) -> Sequence[float]:
         """Cross-validate ``cfg`` (scoring only the methods the value needs), reporting each fold."""
-        from sgc.cv import cross_validate
+        from sgc.cv import cross_validate, metric_value
 
         # The baselines the value does not need cost a training (the recipe) or a fit per fold.
         changes = {
@@ -123,11 +122,3 @@ class CvObjective:
 
         result = cross_validate(cfg, self.folds, on_fold=on_fold)
         return result.values(self.method, self.metric)
-
-
-def metric_value(scores: Mapping[str, Any], metric: str) -> float:
-    """A dotted metric (``star.f1``) of an object metrics section; NaN where it is undefined (None)."""
-    value: Any = scores
-    for key in metric.split("."):
-        value = value[key]
-    return math.nan if value is None else float(value)
