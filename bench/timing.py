@@ -38,3 +38,34 @@ def machine(packages: Iterable[str]) -> dict:
         "python": platform.python_version(),
         "versions": {p: version(p) for p in packages},
     }
+
+
+def figure(
+    name: str,
+    value: float,
+    unit: str,
+    *,
+    anchor: tuple[str, float] | None = None,
+    ceiling: tuple[str, float] | None = None,
+    target: str | None = None,
+) -> dict:
+    """One row of a stage's table in ``bench/RESULTS.md``, saved in a benchmark's JSON under ``"summary"``.
+
+    Args:
+        name: what was measured, e.g. ``"sgc PatchStream, 0 workers, sample"``.
+        value: the figure.
+        unit: its unit, e.g. ``"patches/s/core"`` or ``"s/field"``.
+        anchor: (what, value) of the design it is compared with (a baseline, the 2023 way), same unit,
+            measured in the same run.
+        ceiling: (what, value) of the machine's limit for this work (a memcpy, the decompression floor),
+            same unit, measured in the same run.
+        target: the issue's target for this figure, as written there (e.g. ``">= 30000"``), if any.
+    """
+    return {
+        "name": name,
+        "value": float(value),
+        "unit": unit,
+        "anchor": None if anchor is None else {"what": anchor[0], "value": float(anchor[1])},
+        "ceiling": None if ceiling is None else {"what": ceiling[0], "value": float(ceiling[1])},
+        "target": target,
+    }
