@@ -307,6 +307,7 @@ def render_band(
     conditions: FrameConditions,
     noise: np.ndarray,
     charge: Charge = NO_CHARGE,
+    shift: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Draw the sources into a sky-subtracted frame with sky and Poisson noise, in nanomaggies.
 
@@ -320,12 +321,15 @@ def render_band(
         conditions: the band's PSF, sky and calibration.
         noise: standard normal deviates, one per pixel; the frame has their shape.
         charge: cosmic rays and bleed trails (see :func:`bleed_trails`), added before noise and saturation.
+        shift: ``(dx, dy)`` pixels added to each source's WCS position (refraction, distortion), if any.
 
     Returns:
         The float32 image.
     """
     model = np.zeros(noise.shape)
     x, y = wcs.wcs_world2pix(sources.ra, sources.dec, 0)
+    if shift is not None:
+        x, y = x + shift[0], y + shift[1]
     owner, amp, icov, radius = _pixel_components(sources, flux, wcs, conditions)
     order = np.argsort(owner, kind="stable")
     start = np.searchsorted(owner[order], np.arange(len(sources) + 1))

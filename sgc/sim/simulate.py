@@ -53,6 +53,7 @@ from sgc.sim.geometry import (
     draw_band_grids,
     gc_to_eq,
 )
+from sgc.sim.refraction import Distortion, Refraction
 from sgc.sim.render import (
     GAIN,
     MAX_STAMP_RADIUS,
@@ -106,6 +107,10 @@ class SimRun:
         stripe: SDSS survey stripe scanned (its great circle; 70 holds the test field 008162-6-0080,
             whose sky simulated fields avoid, see :data:`sgc.sim.geometry.MU_ORIGIN`).
         shape: (rows, columns) of each frame; smaller than SDSS's (1489, 2048) for fast tests.
+        refraction: differential chromatic refraction moving each source off its WCS position by its
+            colour (:class:`sgc.sim.refraction.Refraction`); None (the default) for none.
+        distortion: per-band optical distortion the frames' TAN WCS do not hold
+            (:class:`sgc.sim.refraction.Distortion`); None (the default) for none.
     """
 
     run: int = FIRST_RUN
@@ -113,6 +118,8 @@ class SimRun:
     seed: int = 0
     stripe: int = DEFAULT_STRIPE
     shape: tuple[int, int] = FRAME_SHAPE
+    refraction: Refraction | None = None
+    distortion: Distortion | None = None
 
     def __post_init__(self) -> None:
         FieldId(self.run, self.camcol, 0)  # validates run and camcol
@@ -190,6 +197,8 @@ def simulate(
     first_run: int = FIRST_RUN,
     shape: tuple[int, int] = FRAME_SHAPE,
     workers: int | None = None,
+    refraction: Refraction | None = None,
+    distortion: Distortion | None = None,
 ) -> list[FieldId]:
     """Write simulated SDSS frames and calibObj catalogues under ``out_dir`` in the SAS layout.
 
@@ -203,6 +212,10 @@ def simulate(
         first_run: number of the first run.
         shape: (rows, columns) of each frame.
         workers: threads rendering fields at once; None uses every core.
+        refraction: differential chromatic refraction of every frame (off by default, see
+            :class:`sgc.sim.refraction.Refraction`); the catalogue keeps the true positions.
+        distortion: optical distortion the TAN WCS do not hold (off by default, see
+            :class:`sgc.sim.refraction.Distortion`).
 
     Returns:
         The fields written, run by run in field order.
@@ -216,7 +229,7 @@ def simulate(
     plans = []
     for k in range(runs):
         count = n_fields // runs + (k < n_fields % runs)
-        sim_run = SimRun(first_run + k, camcol, seed, DEFAULT_STRIPE + k, shape)
+        sim_run = SimRun(first_run + k, camcol, seed, DEFAULT_STRIPE + k, shape, refraction, distortion)
         plans.append((sim_run, list(range(start_field, start_field + count))))
     tasks = [(sim_run, field) for sim_run, fields in plans for field in fields]
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
@@ -275,8 +288,15 @@ def render_field(sim_run: SimRun, field: int) -> dict[str, fits.HDUList]:
                 frame_bleed_trails(sim_run, field, band, sources, calibration),
             ]
         )
+        wcs = _wcs(header)
         image = render_band(
-            _wcs(header), sources, sources.flux[:, k], conditions, _noise(sim_run, field, k), charge
+            wcs,
+            sources,
+            sources.flux[:, k],
+            conditions,
+            _noise(sim_run, field, k),
+            charge,
+            shift=_displacement(sim_run, band, sources, wcs),
         )
         frames[band] = fits.HDUList(
             [
@@ -287,6 +307,23 @@ def render_field(sim_run: SimRun, field: int) -> dict[str, fits.HDUList]:
             ]
         )
     return frames
+
+
+def _displacement(
+    sim_run: SimRun, band: str, sources: Sources, wcs: WCS
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Pixels by which refraction and distortion move each source off its WCS position; None if neither."""
+    if sim_run.refraction is None and sim_run.distortion is None:
+        return None
+    dx, dy = np.zeros(len(sources)), np.zeros(len(sources))
+    if sim_run.refraction is not None:
+        rx, ry = sim_run.refraction.offsets(sources.flux, band)
+        dx, dy = dx + rx, dy + ry
+    if sim_run.distortion is not None:
+        x, y = wcs.wcs_world2pix(sources.ra, sources.dec, 0)
+        ox, oy = sim_run.distortion.offsets(band, x, y, sim_run.shape)
+        dx, dy = dx + ox, dy + oy
+    return dx, dy
 
 
 def _noise(sim_run: SimRun, field: int, band_index: int) -> np.ndarray:
@@ -578,7 +615,7 @@ def _astrometry_hdu(sim_run: SimRun, field: int, band: str) -> fits.BinTableHDU:
         **geometry.astrometry(band, field),
         "RICUT": 100.0,
         "MJD": _tai(sim_run, field, band) / 86400.0,
-        "AIRMASS": 1.2,
+        "AIRMASS": 1.2 if sim_run.refraction is None else sim_run.refraction.airmass,
         "MUERR": 0.05,
         "NUERR": 0.05,
     }
