@@ -303,3 +303,80 @@ def test_real_sample_wcs_alone_misses_the_systematic_target(real_field) -> None:
     frames, (stars_x, stars_y) = real_field
     offsets = star_offsets(align_field(frames, method="wcs").cube, stars_x, stars_y)
     assert max(offsets[band].systematic for band in ("g", "r", "z")) > 0.05
+
+
+# --- colour term and cubic model (refraction and distortion over a whole field) -----------------------
+
+
+def test_colour_term_puts_the_median_colour_star_right() -> None:
+    rng = np.random.default_rng(7)
+    n = 120
+    x, y = rng.uniform(0, 2048, n), rng.uniform(0, 1489, n)
+    colour = rng.gamma(2.0, 0.6, n)  # skewed, as the stellar locus is: mean and median differ
+    # Refraction moves each star by 0.05 px per magnitude of colour along x, on top of a plain shift.
+    dx = 0.3 + 0.05 * colour + rng.normal(0, 0.005, n)
+    dy = -0.2 + rng.normal(0, 0.005, n)
+    centre = (1023.5, 744.0)
+    with_colour, _ = fit_correction(x, y, dx, dy, np.full(n, 0.005), centre, "affine", colour=colour)
+    np.testing.assert_allclose(with_colour[:, 0], [0.3 + 0.05 * np.median(colour), -0.2], atol=0.003)
+    # The residuals' median, which the alignment measure reads, is then zero.
+    assert (
+        abs(np.median(dx - with_colour[0, 0] - with_colour[0, 1:] @ [x - centre[0], y - centre[1]])) < 0.003
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(coef=st.lists(st.floats(-0.3, 0.3), min_size=20, max_size=20), seed=st.integers(0, 2**16))
+def test_cubic_fit_round_trips_a_cubic_distortion(coef: list[float], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 150
+    x, y = rng.uniform(0, 2048, n), rng.uniform(0, 1489, n)
+    centre = (1023.5, 744.0)
+    truth = np.array(coef).reshape(2, 10)
+    truth[:, 1:3] *= 1e-3  # slopes per pixel
+    u, v = (x - centre[0]) / 1000, (y - centre[1]) / 1000
+    basis = np.stack(
+        [np.ones(n), x - centre[0], y - centre[1], u * u, u * v, v * v, u**3, u * u * v, u * v * v, v**3]
+    )
+    dx, dy = truth @ basis
+    fitted, used = fit_correction(x, y, dx, dy, np.full(n, 0.01), centre, "cubic")
+    assert used.all()
+    np.testing.assert_allclose(fitted @ basis, truth @ basis, atol=1e-6)
+
+
+def test_cubic_model_removes_a_distortion_the_wcs_does_not_hold() -> None:
+    # A band distorted by a quadratic in the column (drift-scan optics), 0.3 px at the edges.
+    scene = _scene(11)
+    rng, ref_wcs = np.random.default_rng(12), _reference_wcs()
+
+    def distorted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        u = 2 * x / (SHAPE[1] - 1) - 1
+        return x + 0.3 * (1.5 * u**2 - 0.5), y - 0.2 * (2.5 * u**3 - 1.5 * u)
+
+    frames = {"i": Band(_render(scene, _transform((0, 0), 0), rng), ref_wcs)}
+    sx, sy = distorted(scene.star_x, scene.star_y)
+    gx, gy = distorted(scene.galaxy_x, scene.galaxy_y)
+    for band in BANDS:
+        if band != "i":
+            image = _gaussians(sx, sy, scene.star_flux, PSF_SIGMA) + _gaussians(
+                gx, gy, scene.galaxy_flux, 4.0
+            )
+            frames[band] = Band((image + rng.normal(size=SHAPE)).astype(np.float32), ref_wcs)
+    stars_x, stars_y = _bright_stars(scene)
+    affine = star_offsets(align_field(frames).cube, stars_x, stars_y)
+    aligned = align_field(frames, model="cubic", colour=True)
+    cubic = star_offsets(aligned.cube, stars_x, stars_y)
+    assert aligned.diagnostics["g"].model == "cubic" and aligned.diagnostics["g"].correction.shape == (2, 10)
+    for band in ("u", "g", "r", "z"):
+        assert cubic[band].median_offset < 0.03 < affine[band].median_offset
+        assert cubic[band].systematic < 0.02
+
+
+def test_cubic_falls_back_to_affine_with_few_stars() -> None:
+    scene, frames = _simulated_field((1.0, 2.0), 0.0, np.array([0.2, -0.1]))
+    keep = 30  # fewer than the 40 a cubic needs, more than an affine's 20
+    few = Scene(scene.star_x[:keep], scene.star_y[:keep], scene.star_flux[:keep] * 10, *([np.zeros(0)] * 3))
+    rng, ref_wcs = np.random.default_rng(2), _reference_wcs()
+    frames = {band: Band(_render(few, _transform((0, 0), 0), rng), ref_wcs) for band in BANDS}
+    diagnostics = align_field(frames, model="cubic").diagnostics["g"]
+    assert diagnostics.model == "affine" and "cubic" in diagnostics.warning
