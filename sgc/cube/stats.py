@@ -3,7 +3,8 @@
 Only fields whose ``done`` marker is set count; the slots of failed fields are placeholders. Within a field
 only ``valid`` pixels count (and, to be safe, only finite ones). The per-band figures are exact
 (:mod:`sgc.cube.quantiles`), computed with one Dask task per field on the run's cluster; objects are placed
-on the fields by :mod:`sgc.cube.objects`.
+on the fields by :mod:`sgc.cube.objects`, each field looking only at the objects a k-d tree over the whole
+catalogue finds near it, so that the work per field does not grow with the catalogue.
 """
 
 from __future__ import annotations
@@ -15,14 +16,19 @@ from typing import Any
 import dask.array as da
 import numpy as np
 from astropy.table import Table
+from scipy.spatial import cKDTree
 
 from sgc.atomic import write_json
 from sgc.cube.objects import objects_on_field
 from sgc.cube.quantiles import METHOD, band_stats
 from sgc.cube.store import IMAGE, VALID, CubeStore
 from sgc.sdss.catalogs import read_catalogs
+from sgc.sky import grid_cap, unit_vectors
 
 STATS_JSON = "stats.json"
+# Pixels around a grid within which objects are taken from the tree before the exact cut: more than the cut's
+# own half pixel, so that the tree's cap holds every object the cut could keep.
+_NEAR_MARGIN_PX = 2.0
 
 
 def compute_stats(store: str | Path, catalogs: Sequence[str | Path] | None = None) -> dict[str, Any]:
@@ -104,12 +110,20 @@ def field_summaries(store: CubeStore, table: Table | None) -> dict[str, dict[str
     """
     names = store.fields
     summaries: dict[str, dict[str, Any]] = {}
+    if table is not None:
+        # One tree for the whole catalogue: projecting every object onto every field cost O(objects) per
+        # field, which grows with the survey (a run's calibObj holds all its fields' objects).
+        ra, dec = np.asarray(table["ra"], np.float64), np.asarray(table["dec"], np.float64)
+        tree = cKDTree(unit_vectors(ra, dec))
+        all_classes = np.asarray(table["class"])
     for slot in store.done_slots():
         valid = store[VALID][slot]
         summary: dict[str, Any] = {"valid_fraction": float(valid.mean())}
         if table is not None:
-            rows, _, _ = objects_on_field(table, store.field_wcs(slot), valid)
-            classes = np.asarray(table["class"])[rows]
+            wcs = store.field_wcs(slot)
+            near = grid_cap(wcs, valid.shape, _NEAR_MARGIN_PX).query(tree)
+            rows, _, _ = objects_on_field(table[near], wcs, valid)
+            classes = all_classes[near[rows]]
             summary["stars"] = int(np.count_nonzero(classes == "star"))
             summary["galaxies"] = int(np.count_nonzero(classes == "galaxy"))
         summaries[names[slot]] = summary
