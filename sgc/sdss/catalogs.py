@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from astropy.io import fits
@@ -119,6 +119,12 @@ def read_catalogs(paths: Iterable[str | Path]) -> Table:
     Raises:
         InputFileError: for the first file that cannot be read.
     """
+    paths = list(paths)
+    key = _files_state(paths)
+    if key is not None and key == _LAST_READ[0]:
+        # The same files, unchanged since: the stages of one run (stats, label, the split report, evaluate)
+        # all read the whole catalogue, which grows with the survey; it is parsed once per run instead.
+        return _LAST_READ[1].copy()
     tables = [read_catalog(path) for path in paths]
     if not tables:
         return _empty_catalog()
@@ -127,7 +133,26 @@ def read_catalogs(paths: Iterable[str | Path]) -> Table:
         "paths": [t.meta["path"] for t in tables],
         "dropped": sum(t.meta["dropped"] for t in tables),
     }
+    if key is not None:
+        _LAST_READ[:] = [key, stacked.copy()]
     return stacked
+
+
+# The last catalogue read by read_catalogs: the state of its files, and the table (a copy, never handed out).
+_LAST_READ: list[Any] = [None, None]
+
+
+def _files_state(paths: list[str | Path]) -> tuple | None:
+    """Each file's resolved path, size and modification time; None where one cannot be read (the read
+    then names it) or there is none."""
+    try:
+        states = []
+        for path in paths:
+            stat = Path(path).stat()
+            states.append((str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns))
+    except OSError:
+        return None
+    return tuple(states) or None
 
 
 def select_field(table: Table, field_id: FieldId | str) -> Table:

@@ -278,3 +278,27 @@ def test_moment_fwhm_of_real_stars_is_their_psf_fwhm(sdss_dir: Path) -> None:
     assert ok.mean() > 0.8  # -9999 (not measured) for the rest
     ratio = np.asarray(table["moment_fwhm_r"][ok] / table["psf_fwhm"][ok, 2])
     assert abs(np.median(ratio) - 1.0) < 0.02
+
+
+def test_read_catalogs_parses_unchanged_files_once(
+    sdss_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import shutil
+
+    import sgc.sdss.catalogs as catalogs
+
+    path = tmp_path / _sample_catalog(sdss_dir).name
+    shutil.copy(_sample_catalog(sdss_dir), path)
+    reads = []
+    real = catalogs.read_catalog
+    monkeypatch.setattr(catalogs, "read_catalog", lambda p, kind=None: reads.append(p) or real(p, kind))
+    first = read_catalogs([path])
+    first["ra"][:] = 0.0  # a caller changing its table changes no later reader's
+    second = read_catalogs([path])
+    assert len(reads) == 1
+    assert len(second) == len(first) and not np.all(second["ra"] == 0.0)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten since: read again
+    read_catalogs([path])
+    assert len(reads) == 2
