@@ -43,7 +43,7 @@ Norm = Literal["batch", "group", "instance", "none"]
 LossKind = Literal["ce", "ce+dice", "ce+focal"]
 ClassWeights = Literal["inverse", "sqrt-inverse", "none"]
 Schedule = Literal["cosine", "onecycle", "constant"]
-AmpMode = Literal["auto", "bf16", "off"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
 
 NORMS: tuple[str, ...] = get_args(Norm)
@@ -287,7 +287,19 @@ class TrainConfig(_Strict):
         0.1, ge=0, lt=1, description="share of the steps spent warming up (cosine, onecycle)"
     )
     clip: float = Field(1.0, ge=0, description="gradient-norm clipping; 0 turns it off")
-    amp: AmpMode = Field("auto", description="'auto': bf16 autocast where the GPU supports it")
+    precision: Precision = Field(
+        "auto",
+        description="autocast dtype: 'auto' is bf16 on a GPU that supports it and fp32 elsewhere (bf16 on a "
+        "CPU without native bf16 is many times slower); fp16 adds a gradient scaler",
+    )
+    channels_last: bool | Literal["auto"] = Field(
+        "auto",
+        description="NHWC memory format for the model and its batches (same maths): 'auto' is on a GPU only "
+        "(on these CPUs it slowed the default model's training step 1.4x while speeding inference 1.6x)",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model (inductor; needs a C++ compiler on CPU); same maths"
+    )
     patience: int = Field(
         8, ge=0, description="epochs without a better validation F1 before stopping; 0: never"
     )
@@ -300,6 +312,16 @@ class TrainConfig(_Strict):
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_amp(cls, data: Any) -> Any:
+        # Configs and checkpoints written before `precision` name it `amp` (auto, bf16, off).
+        if isinstance(data, dict) and "amp" in data:
+            data = dict(data)
+            amp = data.pop("amp")
+            data.setdefault("precision", "fp32" if amp == "off" else amp)
+        return data
 
 
 Split = Literal["train", "val", "test"]
@@ -326,6 +348,11 @@ class PredictConfig(_Strict):
         1, description="test-time augmentation: probabilities averaged over this many flips and transposes"
     )
     device: Device = Field("auto", description="'auto': CUDA when present (whole fields in large batches)")
+    precision: Precision = Field(
+        "auto", description="autocast dtype of the forward pass: 'auto' is bf16 on a GPU that supports it"
+    )
+    channels_last: bool = Field(True, description="NHWC memory format for the model and its tiles")
+    compile: bool = Field(False, description="torch.compile the model (each Dask worker compiles its own)")
     fits: bool = Field(False, description="also write a FITS class map and probability cube per field")
     min_area: int = Field(3, ge=1, description="smallest predicted object kept in the catalogue, pixels")
 

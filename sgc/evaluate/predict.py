@@ -9,6 +9,10 @@ and classified by stitched tiles (:mod:`sgc.evaluate.tiles`). Where the work run
   itself; blocks are chunk-aligned, so no two tasks write one chunk. Workers load the model once each.
 - **GPU**: in this process, each whole field in large batches of tiles.
 
+The model runs as ``predict.precision``, ``predict.channels_last`` and ``predict.compile`` say
+(:mod:`sgc.model.runtime`); a precision other than fp32 is recorded with the predictions, since it moves the
+probabilities.
+
 Either way the probabilities equal whole-field inference to float rounding. Pixels that not every band
 covers (``valid`` false) get no prediction: class ignore and probability NaN. Once a field's blocks are all
 written its ``done`` marker is set and its objects are found (:mod:`sgc.evaluate.catalog`); the catalogue of
@@ -50,6 +54,7 @@ from sgc.cube.store import (
 from sgc.errors import SgcError
 from sgc.evaluate.catalog import find_objects, write_catalog
 from sgc.evaluate.tiles import predict_array
+from sgc.model.runtime import autocast_dtype, prepare
 from sgc.train.checkpoint import InferenceSpec, load_model
 from sgc.windows import round_up
 
@@ -136,15 +141,21 @@ def predict_fields(
         raise PredictError(f"{store}: no done field to predict")
     out = Path(out)
     halo = spec.model.halo if cfg.halo is None else cfg.halo
+    device = _device(cfg)
+    amp = autocast_dtype(device, cfg.precision)
     # What the probabilities depend on besides the weights: predictions made otherwise are not reused.
-    record = {**checkpoint_record(checkpoint, spec), "predict": {"halo": halo, "symmetries": cfg.symmetries}}
+    # (fp32 is left unnamed, so that stores predicted before precision was a setting stay valid.)
+    settings: dict[str, Any] = {"halo": halo, "symmetries": cfg.symmetries}
+    if amp is not None:
+        settings["precision"] = str(amp).removeprefix("torch.")
+    record = {**checkpoint_record(checkpoint, spec), "predict": settings}
     predictions = _prediction_store(out / STORE_NAME, cube, names, record, replace)
     todo = [name for name in names if name not in predictions.done_fields()]
-    device = _device(cfg)
     summary = PredictSummary(out, todo, [n for n in names if n not in todo], device=str(device))
     if device.type == "cuda":
+        net = prepare(model.to(device), cfg.channels_last, cfg.compile) if todo else model
         for name in progress.bar(todo, desc="predict", unit="field"):
-            _predict_field_here(model.to(device), spec, cube, predictions, name, cfg, halo, device)
+            _predict_field_here(net, spec, cube, predictions, name, cfg, halo, device, amp)
     else:
         _predict_with_dask(Path(checkpoint).resolve(), cube, predictions, todo, cfg, halo, compute)
     tables = _objects(cube, predictions, names, cfg.min_area, compute if device.type == "cpu" else None)
@@ -261,6 +272,9 @@ def _predict_with_dask(
                     cfg.tile,
                     cfg.batch,
                     cfg.symmetries,
+                    cfg.precision,
+                    cfg.channels_last,
+                    cfg.compile,
                     key=f"predict-{name}-{region[0]}-{region[2]}",
                     pure=False,
                 )
@@ -282,9 +296,12 @@ def _predict_with_dask(
 
 
 @lru_cache(maxsize=2)
-def _worker_model(checkpoint: str, mtime_ns: int) -> tuple[torch.nn.Module, InferenceSpec]:
-    """The model of a checkpoint, loaded once per worker process (and again if the file changes)."""
-    return load_model(checkpoint)
+def _worker_model(
+    checkpoint: str, mtime_ns: int, channels_last: bool = False, compile: bool = False
+) -> tuple[torch.nn.Module, InferenceSpec]:
+    """The model of a checkpoint, loaded (and compiled) once per worker process, again if the file changes."""
+    model, spec = load_model(checkpoint)
+    return prepare(model, channels_last, compile), spec
 
 
 def predict_block(
@@ -298,6 +315,9 @@ def predict_block(
     tile: int,
     batch: int,
     symmetries: int = 1,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> None:
     """Predict one chunk-aligned block of a field and write it (runs in a Dask worker).
 
@@ -312,8 +332,11 @@ def predict_block(
         tile: edge of the tiles the window is cut into.
         batch: tiles per forward pass.
         symmetries: the symmetries the probabilities are averaged over (test-time augmentation).
+        precision: autocast precision on this worker's CPU (:func:`sgc.model.runtime.autocast_dtype`).
+        channels_last: run the model in NHWC memory format.
+        compile: ``torch.compile`` the model (once per worker).
     """
-    model, spec = _worker_model(checkpoint, Path(checkpoint).stat().st_mtime_ns)
+    model, spec = _worker_model(checkpoint, Path(checkpoint).stat().st_mtime_ns, channels_last, compile)
     cube = CubeStore.open(store)
     step = 2**spec.model.depth
     y0, y1, x0, x1 = region
@@ -322,7 +345,8 @@ def predict_block(
     rows = (max(0, (y0 - halo) // step * step), min(padded[0], round_up(y1 + halo, step)))
     cols = (max(0, (x0 - halo) // step * step), min(padded[1], round_up(x1 + halo, step)))
     window = normalised_window(cube, slot, spec, rows, cols)
-    prob = predict_array(model, window, tile, halo, batch, symmetries=symmetries)
+    amp = autocast_dtype("cpu", precision)
+    prob = predict_array(model, window, tile, halo, batch, symmetries=symmetries, amp=amp)
     prob = prob[:, y0 - rows[0] : y1 - rows[0], x0 - cols[0] : x1 - cols[0]]
     _write(PredictionStore.open(out, "r+"), out_slot, prob, cube[VALID][slot, y0:y1, x0:x1], (y0, y1, x0, x1))
 
@@ -347,11 +371,12 @@ def _predict_field_here(
     cfg: PredictConfig,
     halo: int,
     device: torch.device,
+    amp: torch.dtype | None = None,
 ) -> None:
     """Predict a whole field in this process (on the GPU), write it and mark it done."""
     ny, nx = cube.shape
     window = normalised_window(cube, cube.slot(name), spec, (0, ny), (0, nx))
-    prob = predict_array(model, window, cfg.tile, halo, cfg.batch, device, cfg.symmetries)
+    prob = predict_array(model, window, cfg.tile, halo, cfg.batch, device, cfg.symmetries, amp)
     slot = predictions.slot(name)
     _write(predictions, slot, prob, cube[VALID][cube.slot(name)], (0, ny, 0, nx))
     predictions.mark_done(slot)

@@ -126,6 +126,9 @@ class UNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(level_channels(width, level + 1), chans, 2, stride=2))
             self.dec.append(DoubleConv(2 * chans, chans, norm))
         self.head = nn.Conv2d(width, classes, 1)
+        # Set by sgc.model.runtime.prepare with the weights' memory format: the input is then converted
+        # too, so that every caller (trainer, tiles, explain) feeds the NHWC kernels without copies inside.
+        self.channels_last = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, classes, H, W) of a batch (N, in_channels, H, W) of sky-noise-normalised bands.
@@ -135,6 +138,8 @@ class UNet(nn.Module):
                 ``2**depth``.
         """
         self._check_input(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stretch(x)
         skips: list[torch.Tensor] = []
         for level, block in enumerate(self.down):

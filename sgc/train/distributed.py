@@ -1,4 +1,4 @@
-"""Process groups as torchrun sets them up, reductions across ranks, and the autocast dtype.
+"""Process groups as torchrun sets them up, and reductions across ranks.
 
 A single process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) needs no process group: every helper here is then
 a no-op, so the training loop calls them unconditionally.
@@ -16,7 +16,6 @@ import torch.distributed as dist
 from sgc.errors import SgcError
 
 T = TypeVar("T")
-AMP_MODES: tuple[str, ...] = ("off", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -149,26 +148,3 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     box: list[Any] = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-def amp_dtype(device: torch.device, mode: str) -> torch.dtype | None:
-    """The autocast dtype for ``mode`` on ``device``, or None for full precision.
-
-    Args:
-        device: the device the model runs on.
-        mode: "off" (None), "bf16" (bfloat16, also on CPU when asked for explicitly) or "auto" (bfloat16
-            on a CUDA device that supports it; None on CPU, where bf16 autocast is slower on most CPUs).
-
-    Raises:
-        SgcError: an unknown mode, or "bf16" on a CUDA device without bfloat16.
-    """
-    if mode not in AMP_MODES:
-        raise SgcError(f"unknown mixed-precision mode {mode!r}; expected one of {', '.join(AMP_MODES)}")
-    if mode == "off":
-        return None
-    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    if mode == "bf16":
-        if device.type == "cuda" and not cuda_bf16:
-            raise SgcError(f"mixed precision 'bf16' asked for, but {device} does not support bfloat16")
-        return torch.bfloat16
-    return torch.bfloat16 if cuda_bf16 else None

@@ -2,7 +2,9 @@
 
 Each rank streams its own shard of the train patches (:class:`~sgc.patches.stream.PatchStream`) into a
 U-Net wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU), optimised by AdamW under a one-cycle
-or cosine schedule, in bf16 autocast where the GPU supports it, with the gradient norm clipped. Every
+or cosine schedule, with the gradient norm clipped. How the model runs is set apart from what it computes
+(:mod:`sgc.model.runtime`): ``train.precision`` (bf16 autocast by default where the GPU supports it; fp16
+with a gradient scaler), ``train.channels_last`` and ``train.compile``. Every
 rank runs the same number of steps per epoch, that of the rank with the fewest batches, so collectives
 never wait on a rank that has run dry; the at most one short batch per worker left over differs from
 epoch to epoch, since the order does.
@@ -17,16 +19,15 @@ order and augmentation of an epoch depend only on the seed and the epoch.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
 import shutil
 import time
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from sgc.cube.store import CubeStore
 from sgc.errors import SgcError
 from sgc.evaluate.metrics import ConfusionMatrix
 from sgc.model.losses import SegmentationLoss, build_loss
+from sgc.model.runtime import autocast, autocast_dtype, prepare, use_channels_last
 from sgc.model.unet import UNet
 from sgc.patches.planfile import COUNT_COLUMNS, PatchPlan, holds_objects, read_plan
 from sgc.patches.stream import PatchStream, patch_loader
@@ -52,12 +54,14 @@ from sgc.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sgc.train.distributed import DistInfo, all_reduce_sum, amp_dtype, cleanup, setup
+from sgc.train.distributed import DistInfo, all_reduce_sum, cleanup, setup
 from sgc.train.log import MetricsLog
 
 log = logging.getLogger(__name__)
 
 LAST = "last.pt"
+# Settings that change how fast training runs but not what it computes: a run may resume with others.
+SPEED_KEYS = frozenset({"patience", "channels_last", "compile"})
 BEST = "best.pt"
 CHECKPOINT_FORMAT = 2
 
@@ -146,18 +150,39 @@ def train_step(
     device: torch.device,
     clip: float = 0.0,
     amp: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> float:
-    """One optimiser step on one batch; returns the batch's loss."""
+    """One optimiser step on one batch; returns the batch's loss.
+
+    Args:
+        model: the model to call (bare, DDP-wrapped or compiled).
+        batch: image and label, and anything after them (ignored).
+        loss_fn: the loss, computed in float32 whatever the autocast dtype.
+        optimizer: its optimiser.
+        scheduler: its learning-rate schedule, stepped once.
+        device: where the model is.
+        clip: largest gradient norm; 0 leaves the gradients alone.
+        amp: the autocast dtype, None for full precision.
+        scaler: a gradient scaler (fp16, whose small gradients would underflow unscaled), or None.
+    """
     image, label = (t.to(device, non_blocking=True) for t in batch[:2])
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    with _autocast(device, amp):
+    with autocast(device, amp):
         logits = model(image)
     loss = loss_fn(logits.float(), label)
-    loss.backward()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    else:
+        loss.backward()
     if clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)  # skipped where the scaled gradients overflowed
+        scaler.update()
+    else:
+        optimizer.step()
     scheduler.step()
     return float(loss.detach())
 
@@ -176,7 +201,7 @@ def evaluate(
     with torch.no_grad():
         for batch in batches:
             image, label = (t.to(device, non_blocking=True) for t in batch[:2])
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logits = model(image)
             sums[0] += float(loss_fn(logits.float(), label)) * len(label)
             sums[1] += len(label)
@@ -232,15 +257,22 @@ class _Trainer:
         self.model = UNet(cfg.model).to(info.device)
         if cfg.init is not None:
             self._initialise(cfg.init)
+        # In place: the optimiser and the checkpoints see these very tensors.
+        prepare(self.model, use_channels_last(cfg.channels_last, info.device))
         self.net: nn.Module = self.model
         if info.distributed:
             device_ids = [info.device.index] if info.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=device_ids)
+        if cfg.compile:
+            # Compiled around DDP, so that its gradient hooks stay outside the compiled graphs.
+            self.net = torch.compile(self.net)
         counts = label_counts(self.plan, "train", loader.oversample)
         self.loss_fn = build_loss(cfg.loss, counts).to(info.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = _scheduler(self.optimizer, cfg, self.steps * cfg.epochs)
-        self.amp = amp_dtype(info.device, cfg.amp)
+        self.amp = autocast_dtype(info.device, cfg.precision)
+        fp16 = self.amp == torch.float16
+        self.scaler = torch.amp.GradScaler(info.device.type) if fp16 else None
         self.log = MetricsLog(run_dir, enabled=info.is_main)
         self.state = _State()
         self.spec = InferenceSpec(
@@ -296,6 +328,7 @@ class _Trainer:
                 self.info.device,
                 self.cfg.clip,
                 self.amp,
+                self.scaler,
             )
             losses += torch.tensor([loss * len(batch[1]), len(batch[1])], dtype=torch.float64)
             bar.update()
@@ -358,6 +391,7 @@ class _Trainer:
                 "plan": self.plan_path,
                 "plan_digest": plan_digest(self.plan),
                 "world_size": self.info.world_size,
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             },
         )
 
@@ -374,8 +408,10 @@ class _Trainer:
     def _restore(self, path: Path) -> None:
         checkpoint = load_checkpoint(path, map_location=self.info.device)
         saved = checkpoint.get("config", {})
+        with contextlib.suppress(ValueError):  # the saved settings as this sgc reads them (legacy names)
+            saved = TrainConfig.model_validate(saved).model_dump(mode="json")
         current = self.cfg.model_dump(mode="json")
-        differing = sorted(key for key in current if key != "patience" and saved.get(key) != current[key])
+        differing = sorted(key for key in current if key not in SPEED_KEYS and saved.get(key) != current[key])
         if differing:
             raise TrainError(
                 f"{path}: saved with other settings ({', '.join(differing)}); train into another folder"
@@ -389,6 +425,8 @@ class _Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         set_rng_state(checkpoint["rng"])
+        if self.scaler is not None and "scaler" in checkpoint:
+            self.scaler.load_state_dict(checkpoint["scaler"])
         self.state = _State(**checkpoint["state"])
         self.log.truncate_after(self.state.epoch)
 
@@ -426,10 +464,6 @@ def _scheduler(
             return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def _copy_atomic(source: Path, target: Path) -> None:

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from sgc.errors import SgcError
 from sgc.evaluate.metrics import ConfusionMatrix
-from sgc.train.distributed import DistInfo, all_reduce_sum, amp_dtype, broadcast_object, cleanup, setup
+from sgc.train.distributed import DistInfo, all_reduce_sum, broadcast_object, cleanup, setup
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -69,23 +69,6 @@ def test_helpers_are_no_ops_in_one_process(single_process: None) -> None:
     assert t.tolist() == [1.0, 2.0]
     obj = {"plan": [1, 2]}
     assert broadcast_object(obj) is obj
-
-
-def test_amp_dtype_choices(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
-    assert amp_dtype(cpu, "off") is None
-    assert amp_dtype(cpu, "auto") is None
-    assert amp_dtype(cpu, "bf16") is torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert amp_dtype(gpu, "auto") is torch.bfloat16
-    assert amp_dtype(gpu, "bf16") is torch.bfloat16
-    assert amp_dtype(gpu, "off") is None
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert amp_dtype(gpu, "auto") is None
-    with pytest.raises(SgcError, match="does not support bfloat16"):
-        amp_dtype(gpu, "bf16")
-    with pytest.raises(SgcError, match="unknown mixed-precision mode"):
-        amp_dtype(cpu, "fp8")
 
 
 def _free_port() -> int:
