@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import hashlib
 import logging
 import resource
 import time
@@ -100,11 +99,6 @@ class IngestSummary:
         return "\n".join(lines)
 
 
-def _file_record(path: Path) -> dict[str, Any]:
-    data = path.read_bytes()
-    return {"name": path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
 def _limit_threads() -> None:
     # Environment variables only reach processes started after them; a remote worker may already be
     # running, so numba's own pool is capped here too.
@@ -137,7 +131,7 @@ def ingest_field(
         diagnostics = _diagnostics_record(aligned.diagnostics)
         source = {
             "field": field_id,
-            "files": {band: _file_record(Path(paths[band])) for band in BANDS},
+            "files": {band: frames[band].file for band in BANDS},  # hashed as they were read
             "align": diagnostics,
             "sgc": __version__,
         }

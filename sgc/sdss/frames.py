@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -20,7 +21,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from sgc.errors import InputFileError
-from sgc.sdss.fitsfile import check_fits_bytes, open_hdul, read_bytes
+from sgc.sdss.fitsfile import check_fits_bytes, parse_hdul, read_bytes, read_payload
 from sgc.sdss.names import BANDS, FieldId, FieldIdError, parse_frame_name
 
 # The header keyword FRAME is the raw CCD frame number, not the field: the camera's rows see the sky in
@@ -45,6 +46,7 @@ class Frame:
         band: one of u, g, r, i, z.
         field_id: the field the frame belongs to.
         path: the file it was read from.
+        file: the file on disk as read: ``{"name", "bytes", "sha256"}`` (checksum of the compressed bytes).
     """
 
     image: np.ndarray
@@ -53,6 +55,7 @@ class Frame:
     band: str
     field_id: FieldId
     path: Path
+    file: dict[str, Any] = field(default_factory=dict)
 
 
 def read_frame(path: str | Path, min_finite_fraction: float = DEFAULT_MIN_FINITE_FRACTION) -> Frame:
@@ -74,13 +77,15 @@ def read_frame(path: str | Path, min_finite_fraction: float = DEFAULT_MIN_FINITE
             or contradict the file name.
     """
     path = Path(path)
-    with open_hdul(path) as hdul:
+    # One read of the file gives the pixels and the checksum ingest records: no second pass over it.
+    payload, record = read_payload(path)
+    with parse_hdul(payload, path) as hdul:
         header = hdul[0].header
         image = _image(hdul[0].data, path)
     band, field_id = _band_and_field(header, path)
     wcs = frame_wcs(header, path)
     _check_finite(image, min_finite_fraction, path)
-    return Frame(image=image, wcs=wcs, header=header, band=band, field_id=field_id, path=path)
+    return Frame(image=image, wcs=wcs, header=header, band=band, field_id=field_id, path=path, file=record)
 
 
 def read_frame_header(path: str | Path) -> fits.Header:
