@@ -3,13 +3,19 @@
 A block holds a rectangle of a field's chunks as ``image[cy, cx, band, r, c]`` and ``label[cy, cx, r, c]``,
 exactly as the chunks were read (see :mod:`sgc.patches.chunks`), so a patch that straddles chunk
 boundaries is gathered from up to four chunks without first assembling the rectangle. Each output pixel
-is read once and written once: the affine normalisation, NaN to 0, label widening to int64 and one of the
-eight symmetries of the square all happen on the way.
+is read once and written once: the affine normalisation, NaN to 0 and one of the eight symmetries of the
+square all happen on the way (a transposed patch goes through a scratch patch that stays in cache).
 
 Symmetry ``t`` (0-7): bit 2 transposes, bit 0 flips rows, bit 1 flips columns; output pixel ``(i, j)``
 shows source pixel ``(a, b)`` with ``(a, b) = (j, i)`` if transposed else ``(i, j)``, then ``a -> P-1-a`` and
 ``b -> P-1-b`` for the flips. The kernel is serial (the house rule: parallelism belongs to the DataLoader
 workers and DDP ranks).
+
+Speed comes from the innermost loops, each over one row segment: both sides are 1-d contiguous views
+indexed by the loop counter (a reversed segment is written at an unsigned index), so numba emits no
+negative-index fix-up and LLVM vectorises them. Measured on one core, cutting 64x64x5 patches inside one
+chunk from a block in cache: 5-10 us per patch, against 40-140 us for the same arithmetic on 4-d indices
+(``bench/loader.py`` has the figures in context).
 """
 
 from __future__ import annotations
@@ -21,32 +27,36 @@ N_SYMMETRIES = 8
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _scaled(v, s, o, check_nan):
-    v = v * s + o
-    return 0.0 if check_nan and v != v else v
+def _scaled_run(src, dst, s, o, check_nan, reverse):  # noqa: ANN001
+    """``dst = src * s + o`` (NaN to 0 if ``check_nan``), written back to front if ``reverse``."""
+    last = src.shape[0] - 1
+    if reverse:
+        if check_nan:
+            for j in range(src.shape[0]):
+                v = src[j] * s + o
+                dst[np.uintp(last - j)] = v if v == v else np.float32(0.0)
+        else:
+            for j in range(src.shape[0]):
+                dst[np.uintp(last - j)] = src[j] * s + o
+    elif check_nan:
+        for j in range(src.shape[0]):
+            v = src[j] * s + o
+            dst[j] = v if v == v else np.float32(0.0)
+    else:
+        for j in range(src.shape[0]):
+            dst[j] = src[j] * s + o
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _image_run(image, cy, cx, band, r, x0, count, s, o, out, d, n, m0, reverse, check_nan):  # noqa: ANN001
-    """``count`` pixels of a source row, from column ``x0`` of chunk ``cx``, scaled into output row ``n``
-    from column ``m0`` on, right to left if ``reverse``. One loop per direction: that is what vectorises."""
+def _copy_run(src, dst, reverse):  # noqa: ANN001
+    """``dst = src``, back to front if ``reverse`` (labels)."""
+    last = src.shape[0] - 1
     if reverse:
-        for j in range(count):
-            out[d, band, n, m0 - j] = _scaled(image[cy, cx, band, r, x0 + j], s, o, check_nan)
+        for j in range(src.shape[0]):
+            dst[np.uintp(last - j)] = src[j]
     else:
-        for j in range(count):
-            out[d, band, n, m0 + j] = _scaled(image[cy, cx, band, r, x0 + j], s, o, check_nan)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _label_run(label, cy, cx, r, x0, count, out, d, n, m0, reverse):  # noqa: ANN001
-    """The label counterpart of :func:`_image_run`."""
-    if reverse:
-        for j in range(count):
-            out[d, n, m0 - j] = label[cy, cx, r, x0 + j]
-    else:
-        for j in range(count):
-            out[d, n, m0 + j] = label[cy, cx, r, x0 + j]
+        for j in range(src.shape[0]):
+            dst[j] = src[j]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -76,31 +86,26 @@ def gather_patches(
         scale, offset: per band, ``out = value * scale + offset``.
         check_nan: turn NaN into 0; patches known to hold only finite pixels skip the test.
         out_image: float32 ``(batch, bands, P, P)``.
-        out_label: int64 ``(batch, P, P)``.
+        out_label: ``(batch, P, P)``, uint8 or any wider integer type.
     """
     size = out_image.shape[2]
     chunk = image.shape[3]
     bands = image.shape[2]
-    # Transposed patches are cut upright into a scratch patch first, then transposed: writing the output
-    # column-wise straight from the block runs at half the speed.
-    scratch_image = np.empty((1, bands, size, size), dtype=out_image.dtype)
-    scratch_label = np.empty((1, size, size), dtype=out_label.dtype)
+    scratch_image = np.empty((bands, size, size), dtype=out_image.dtype)
+    scratch_label = np.empty((size, size), dtype=out_label.dtype)
     for k in range(ys.shape[0]):
         t = symmetry[k]
         flip_rows = (t & 1) != 0
         flip_cols = (t & 2) != 0
         transpose = (t & 4) != 0
-        d = 0 if transpose else dest[k]
-        to_image = scratch_image if transpose else out_image
-        to_label = scratch_label if transpose else out_label
-        # Each source row is a run in chunk column cx, then the rest (if any) in cx + 1: P <= C.
+        to_image = scratch_image if transpose else out_image[dest[k]]
+        to_label = scratch_label if transpose else out_label[dest[k]]
+        # Each source row is a run in chunk column cx, then the rest (if any) in cx + 1: P <= C. Flipped
+        # columns put the first run at the right end of the output row, written back to front.
         cx = xs[k] // chunk
-        x_off = xs[k] % chunk
-        n_first = min(size, chunk - x_off)
-        n_second = size - n_first
-        # Output position of each run's first pixel: rows are written right to left when columns are flipped.
-        m_first = size - 1 if flip_cols else 0
-        m_second = m_first - n_first if flip_cols else n_first
+        x0 = xs[k] % chunk
+        n1 = min(size, chunk - x0)
+        at1, at2 = (size - n1, 0) if flip_cols else (0, n1)
         for n in range(size):
             y = ys[k] + (size - 1 - n if flip_rows else n)
             cy = y // chunk
@@ -108,59 +113,40 @@ def gather_patches(
             for band in range(bands):
                 s = scale[band]
                 o = offset[band]
-                _image_run(
-                    image,
-                    cy,
-                    cx,
-                    band,
-                    r,
-                    x_off,
-                    n_first,
-                    s,
-                    o,
-                    to_image,
-                    d,
-                    n,
-                    m_first,
-                    flip_cols,
-                    check_nan,
+                row = to_image[band, n]
+                _scaled_run(
+                    image[cy, cx, band, r, x0 : x0 + n1], row[at1 : at1 + n1], s, o, check_nan, flip_cols
                 )
-                _image_run(
-                    image,
-                    cy,
-                    cx + 1,
-                    band,
-                    r,
-                    0,
-                    n_second,
-                    s,
-                    o,
-                    to_image,
-                    d,
-                    n,
-                    m_second,
-                    flip_cols,
-                    check_nan,
-                )
-            _label_run(label, cy, cx, r, x_off, n_first, to_label, d, n, m_first, flip_cols)
-            _label_run(label, cy, cx + 1, r, 0, n_second, to_label, d, n, m_second, flip_cols)
+                if n1 < size:
+                    _scaled_run(
+                        image[cy, cx + 1, band, r, : size - n1],
+                        row[at2 : at2 + size - n1],
+                        s,
+                        o,
+                        check_nan,
+                        flip_cols,
+                    )
+            row = to_label[n]
+            _copy_run(label[cy, cx, r, x0 : x0 + n1], row[at1 : at1 + n1], flip_cols)
+            if n1 < size:
+                _copy_run(label[cy, cx + 1, r, : size - n1], row[at2 : at2 + size - n1], flip_cols)
         if transpose:
-            _transpose_into(scratch_image, scratch_label, out_image, out_label, dest[k])
+            _transpose_into(scratch_image, scratch_label, out_image[dest[k]], out_label[dest[k]])
 
 
 @numba.njit(cache=True, nogil=True)
 def _transpose_into(
-    image: np.ndarray, label: np.ndarray, out_image: np.ndarray, out_label: np.ndarray, d: int
+    image: np.ndarray, label: np.ndarray, out_image: np.ndarray, out_label: np.ndarray
 ) -> None:
-    """``out_*[d]`` = the scratch patch ``*[0]`` transposed."""
-    size = image.shape[2]
-    for band in range(image.shape[1]):
+    """``out_*`` = the scratch patch transposed."""
+    size = image.shape[1]
+    for band in range(image.shape[0]):
         for i in range(size):
             for j in range(size):
-                out_image[d, band, i, j] = image[0, band, j, i]
+                out_image[band, i, j] = image[band, j, i]
     for i in range(size):
         for j in range(size):
-            out_label[d, i, j] = label[0, j, i]
+            out_label[i, j] = label[j, i]
 
 
 def apply_symmetry(array: np.ndarray, t: int) -> np.ndarray:
