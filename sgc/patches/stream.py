@@ -15,9 +15,10 @@
    random order, a block is dropped when its last patch has left, and the next one is read. Memory is
    bounded by the blocks held, not by the epoch.
 5. **Batches.** Patches are cut straight into the batch by one numba pass that normalises each band
-   (``(x - median) / robust_sigma`` of the train pixels, NaN to 0), widens labels to int64 and applies a
-   random symmetry of the square (:mod:`sgc.patches.gather`); optional noise and per-band gain jitter
-   follow. The stream yields whole batches (use ``batch_size=None`` in the DataLoader, as
+   (``(x - median) / robust_sigma`` of the train pixels, NaN to 0) and applies a random symmetry of the
+   square (:mod:`sgc.patches.gather`); optional noise and per-band gain jitter follow. Labels stay uint8,
+   as stored: the trainer widens them to int64 on its device (:func:`sgc.train.loop.on_device`), after
+   the copy into the batch and the transfer, which int64 would make eight times larger. The stream yields whole batches (use ``batch_size=None`` in the DataLoader, as
    :func:`patch_loader` does): cutting a batch at once costs far less per patch than collating patches.
 
 The zarr arrays are opened lazily in the process that iterates (after fork or spawn), and the dataset
@@ -77,7 +78,7 @@ class PatchStream(IterableDataset):
         with_index: also yield the plan rows of each batch's patches (int64), for tests and prediction.
 
     Yields:
-        ``(image, label)`` or ``(image, label, rows)``: float32 ``(B, bands, P, P)``, int64 ``(B, P, P)``
+        ``(image, label)`` or ``(image, label, rows)``: float32 ``(B, bands, P, P)``, uint8 ``(B, P, P)``
         (255 where the label is to be ignored) and int64 ``(B,)``.
     """
 
@@ -266,7 +267,7 @@ class PatchStream(IterableDataset):
         n, p = len(take), self.patch
         bands = len(self._scale)
         image = _empty((n, bands, p, p), torch.float32, shared)
-        label = _empty((n, p, p), torch.int64, shared)
+        label = _empty((n, p, p), torch.uint8, shared)
         index = np.empty(n, dtype=np.int64)
         symmetry = rng.integers(0, N_SYMMETRIES, n) if self.settings.augment else np.zeros(n, dtype=np.int64)
         for key in np.unique(take[:, 0]):
