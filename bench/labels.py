@@ -21,9 +21,12 @@ each painted as one block, and chunk by chunk (256 x 256, each chunk given the o
 their halo, as ``sgc label``'s tasks get them; the bucketing, done once for all, is timed apart).
 Reported: best-of-``--repeat`` seconds, objects/s and Mpixel/s of field painted.
 
-    python bench/labels.py [--repeat 5]
+    python bench/labels.py [--repeat 5] [--quick]
 
-Prints a table and saves ``bench/results/labels.json``. Single thread: Dask decides how many run at once.
+Prints a table and saves ``bench/results/labels.json``, whose ``"summary"`` puts the kernel beside the faster
+numpy version (anchor) and beside writing every pixel of the field once (``ndarray.fill``, the ceiling of any
+painter that writes each label). ``--quick`` repeats each timing once. Single thread: Dask decides how
+many run at once.
 """
 
 from __future__ import annotations
@@ -31,12 +34,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from timing import best_of
+from timing import best_of, figure, machine
 
 from sgc.classes import GALAXY, IGNORE, STAR
 from sgc.masks.labels import _buckets
@@ -145,11 +147,28 @@ def assemble(labels: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def summary(rows: list[dict], fill: float) -> list[dict]:
+    """RESULTS.md's rows: the kernel's Mpixel/s per case and layout, beside numpy and a plain fill."""
+    return [
+        figure(
+            f"numba paint_disks, {r['case']} ({r['objects']} objects), {r['layout']}",
+            r["mpixels_per_s"]["numba"],
+            "Mpixel/s/core",
+            anchor=("faster numpy version", max(r["mpixels_per_s"]["numpy"], r["mpixels_per_s"]["numpy d2"])),
+            ceiling=("writing every pixel once (fill)", fill),
+        )
+        for r in rows
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="one repetition: a smoke run")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "labels.json")
     args = parser.parse_args()
+    if args.quick:
+        args.repeat = 1
 
     rows = []
     for case, n in (("field", 700), ("dense", 20000)):
@@ -201,13 +220,17 @@ def main() -> None:
             )
         if row["bucketing_seconds"]:
             print(f"{'':<29} bucketing into chunks (shared, numpy): {row['bucketing_seconds'] * 1e3:.2f} ms")
+    grid = np.empty(SHAPE, dtype=np.uint8)
+    fill = grid.size / best_of(lambda: grid.fill(1), args.repeat + 2) / 1e6
     record = {
         "shape": list(SHAPE),
         "chunk": list(CHUNK),
         "ring_px": RING,
         "repeat": args.repeat,
         "results": rows,
-        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+        "fill_mpixels_per_s": fill,
+        "machine": machine(("numpy", "numba")),
+        "summary": summary(rows, fill),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2))
