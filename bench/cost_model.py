@@ -187,10 +187,8 @@ def _exclusion(r: dict) -> Measured:
 
 
 def _predict_cpu(r: dict) -> Measured:
-    row = next(x for x in r["predict-default"]["rows"] if x["method"].startswith("sgc predict, 1 "))
-    return Measured(
-        row["s_per_field_per_core"], "s/field", "predict-default.json: sgc predict, 1 Dask worker"
-    )
+    row = next(x for x in r["predict"]["rows"] if x["method"].startswith("sgc predict, 1 "))
+    return Measured(row["s_per_field_per_core"], "s/field", "predict.json: sgc predict, 1 Dask worker")
 
 
 def _train_cpu(r: dict) -> Measured:
@@ -217,9 +215,9 @@ def _train_gpu(r: dict) -> Measured:
 
 
 def _predict_gpu(r: dict) -> Measured:
-    rows = [x for x in r["predict-default"]["rows"] if x.get("device") == "cuda"]
+    rows = [x for x in r["predict"]["rows"] if x.get("device") == "cuda"]
     best = min(rows, key=lambda x: x["s_per_field"])
-    return Measured(best["s_per_field"], "s/field/GPU", f"predict-default.json: {best['method']}")
+    return Measured(best["s_per_field"], "s/field/GPU", f"predict.json: {best['method']}")
 
 
 def _published(r: dict) -> Measured:
@@ -357,10 +355,10 @@ def compute(
 
     # GPU: measured when the benches ran on CUDA, else estimated from FLOPs.
     tile, halo = 768, 128
-    if "predict-default" in results:
+    if "predict" in results:
         tile, halo = (
-            results["predict-default"].get("tile", tile),
-            results["predict-default"].get("halo", halo),
+            results["predict"].get("tile", tile),
+            results["predict"].get("halo", halo),
         )
     inner = tile - 2 * halo
     tiles = math.ceil(rows / inner) * math.ceil(cols / inner)
@@ -379,7 +377,7 @@ def compute(
     # the pipeline's seconds less the bare tiled model's, both on one core.
     predict_cpu_side = None
     try:
-        rows_p = results["predict-default"]["rows"]
+        rows_p = results["predict"]["rows"]
         tiled = next(x for x in rows_p if x["method"].startswith("tiled") and x["threads"] == 1)
         if m["predict_cpu"] is not None:
             predict_cpu_side = max(0.0, m["predict_cpu"].value - tiled["s_per_field_per_core"])

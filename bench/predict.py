@@ -12,11 +12,23 @@ Compares, on the same model (the default U-Net, depth 4 and width 32, or the dem
    field, on a local Dask cluster of 1 and 2 single-threaded workers: tasks over blocks of chunks, each with
    its halo, writing the prediction store and then the object catalogue.
 
-On a GPU (when CUDA is present) also ``tiled`` on the GPU with large batches, and with bf16 autocast.
+4. ``variants``: the tiled prediction on one thread under each speed option of ``predict``
+   (:mod:`sgc.model.runtime`): fp32 eager (the anchor), channels-last, bf16 autocast, both, and with
+   ``--compile`` torch.compile; each beside its ceiling, the bare model forward on the same tiles (no
+   stitching), in full fields per second per core. bf16 on a CPU without native bf16 is emulated and slow,
+   so variants are timed on a crop of ``--crop`` rows (scaled to a field by area). Also what bf16 does to the
+   probabilities: largest difference and share of pixels whose class agrees with fp32 (``--checkpoint`` for a
+   trained model; otherwise the random one, batch statistics perturbed).
 
-    python bench/predict.py [--model default|demo] [--tile 768] [--repeat 2]
+On a GPU (when CUDA is present) also ``tiled`` on the GPU with large batches, fp32 and bf16 with
+channels-last, in fields per second per GPU.
 
-Prints a table and saves ``bench/results/predict.json``.
+    python bench/predict.py [--model default|demo] [--tile 768] [--repeat 2] [--quick] [--compile]
+
+``--quick``: the demo model, variants only on a 256-row crop, one repeat (about a minute here).
+
+Prints a table and saves ``bench/results/predict.json`` (``predict-demo.json`` with ``--model demo`` or
+``--quick``).
 """
 
 from __future__ import annotations
@@ -36,16 +48,22 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import best_of, machine  # noqa: E402
+from timing import best_of, figure, machine  # noqa: E402
 
 from sgc.classes import CLASS_NAMES  # noqa: E402
 from sgc.compute import Compute  # noqa: E402
 from sgc.config import ComputeConfig, IngestConfig, ModelConfig, PredictConfig, load_config  # noqa: E402
 from sgc.cube.store import CubeStore  # noqa: E402
 from sgc.evaluate.predict import predict_fields  # noqa: E402
-from sgc.evaluate.tiles import predict_array  # noqa: E402
+from sgc.evaluate.tiles import _tiles, predict_array  # noqa: E402
+from sgc.model.runtime import prepare  # noqa: E402
 from sgc.model.unet import UNet  # noqa: E402
-from sgc.train.checkpoint import InferenceSpec, save_checkpoint  # noqa: E402
+from sgc.train.checkpoint import (  # noqa: E402
+    InferenceSpec,
+    load_model,  # noqa: E402
+    save_checkpoint,
+)
+from sgc.windows import round_up  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -121,6 +139,76 @@ def _unit_normalisation() -> dict[str, dict[str, float]]:
     return {band: {"median": 0.0, "robust_sigma": 1.0} for band in "ugriz"}
 
 
+def bare_forward(model: torch.nn.Module, image: np.ndarray, tile: int, halo: int, amp: torch.dtype | None):
+    """The model's forward on the tiles ``predict_array`` cuts (batch 2), without stitching: the ceiling."""
+    step = 2**model.depth
+    shape = (round_up(image.shape[1], step), round_up(image.shape[2], step))
+    padded = np.zeros((image.shape[0], *shape), dtype=np.float32)
+    padded[:, : image.shape[1], : image.shape[2]] = image
+    size = (min(round_up(tile, step), shape[0]), min(round_up(tile, step), shape[1]))
+    origins = list(_tiles(shape, size, halo, step))
+    stacks = [
+        torch.from_numpy(
+            np.stack([padded[:, y : y + size[0], x : x + size[1]] for y, x in origins[k : k + 2]])
+        )
+        for k in range(0, len(origins), 2)
+    ]
+
+    def run() -> None:
+        with torch.no_grad(), torch.autocast("cpu", dtype=amp) if amp else nullcontext():
+            for stack in stacks:
+                model(stack)
+
+    return run
+
+
+def variants(
+    model_of: callable, image: np.ndarray, tile: int, halo: int, repeat: int, use_compile: bool
+) -> tuple[list[dict], dict]:
+    """Fields/s/core of the tiled prediction and of the bare forward under each speed option, one thread."""
+    torch.set_num_threads(1)
+    scale = SHAPE[0] * SHAPE[1] / (image.shape[1] * image.shape[2])  # crop -> field
+    options = [("fp32 eager", False, None, False), ("channels-last", True, None, False)]
+    options += [("bf16", False, torch.bfloat16, False), ("bf16 channels-last", True, torch.bfloat16, False)]
+    if use_compile:
+        options += [("compile", False, None, True), ("compile channels-last", True, None, True)]
+    rows, probs = [], {}
+    for name, cl, amp, comp in options:
+        model = prepare(model_of(), cl, comp)
+        start = time.perf_counter()
+        probs[name] = predict_array(model, image, tile, halo, batch=2, amp=amp)  # warm-up (compiles)
+        first = time.perf_counter() - start
+        tiled = best_of(lambda m=model, a=amp: predict_array(m, image, tile, halo, batch=2, amp=a), repeat)
+        bare = best_of(bare_forward(model, image, tile, halo, amp), repeat)
+        row = {
+            "variant": name,
+            "channels_last": cl,
+            "precision": "bf16" if amp else "fp32",
+            "compile": comp,
+            "first_call_s": first,
+            "s_per_field_per_core": tiled * scale,
+            "fields_per_s_per_core": 1 / (tiled * scale),
+            "bare_forward_fields_per_s_per_core": 1 / (bare * scale),
+        }
+        rows.append(row)
+        print(
+            f"  {name:<24} {row['fields_per_s_per_core']:.4f} fields/s/core "
+            f"(bare forward {row['bare_forward_fields_per_s_per_core']:.4f}; first call {first:.1f} s)",
+            flush=True,
+        )
+    ref = probs["fp32 eager"]
+    accuracy = {}
+    for name in ("bf16", "channels-last"):
+        accuracy[name] = {
+            "max_abs_prob_diff": float(np.abs(probs[name] - ref).max()),
+            "mean_abs_prob_diff": float(np.abs(probs[name] - ref).mean()),
+            "class_agreement": float(np.mean(probs[name].argmax(0) == ref.argmax(0))),
+        }
+        print(f"  {name} vs fp32: {accuracy[name]}")
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    return rows, accuracy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("default", "demo"), default="default")
@@ -128,11 +216,25 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--patches", type=int, default=64)
     parser.add_argument("--no-pipeline", action="store_true", help="skip the sgc predict rows")
+    parser.add_argument("--quick", action="store_true", help="demo model, variants on a crop only, 1 repeat")
+    parser.add_argument("--crop", type=int, default=None, help="rows of the field the variants are timed on")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes on CPU)")
+    parser.add_argument("--checkpoint", type=Path, help="a trained model for the bf16 accuracy figures")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.quick:
+        args.model, args.repeat, args.no_pipeline = "demo", 1, True
 
     cfg = model_config(args.model)
     torch.manual_seed(0)
     model = UNet(cfg).eval()
+    for module in model.modules():  # batch statistics other than 0 and 1, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    if args.checkpoint:
+        model, spec = load_model(args.checkpoint)
+        cfg = spec.model
     image = field_image()
     halo = cfg.halo
     cores = len(os.sched_getaffinity(0))
@@ -153,7 +255,19 @@ def main() -> None:
             f"{method:<44} {device:<5} {threads:>2} thr  {seconds:8.2f} s  {per_core:8.2f} s/core", flush=True
         )
 
-    for threads in sorted({1, cores}):
+    crop = args.crop or (256 if args.quick else 512)
+    print(f"variants on a {crop}-row crop, 1 thread, scaled to a field by area:")
+    state = model.state_dict()
+
+    def model_of() -> UNet:
+        fresh = UNet(cfg).eval()
+        fresh.load_state_dict(state)
+        return fresh
+
+    variant_rows, accuracy = variants(
+        model_of, image[:, :crop], args.tile, cfg.halo, args.repeat, args.compile and not args.quick
+    )
+    for threads in [] if args.quick else sorted({1, cores}):
         torch.set_num_threads(threads)
         with torch.no_grad():
             seconds = best_of(lambda: predict_array(model, image, args.tile, halo, batch=2), args.repeat)
@@ -175,7 +289,7 @@ def main() -> None:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     if torch.cuda.is_available():
-        gpu = UNet(cfg).eval().cuda()
+        gpu = prepare(UNet(cfg).eval().cuda(), channels_last=True)
         for amp in (None, torch.bfloat16):
 
             def run(amp: torch.dtype | None = amp) -> None:
@@ -185,15 +299,52 @@ def main() -> None:
 
             run()  # warm up: cuDNN picks its algorithms
             add(
-                f"tiled 1536px on the GPU, batch 8{' bf16' if amp else ''}",
+                f"tiled 1536px on the GPU, batch 8, channels-last{' bf16' if amp else ''}",
                 best_of(run, args.repeat),
                 1,
                 "cuda",
             )
 
-    result = {"model": cfg.model_dump(), "tile": args.tile, "halo": halo, "field": list(SHAPE), "rows": rows}
+    anchor = variant_rows[0]
+    summary = [
+        figure(
+            f"tiled predict, {r['variant']}, {args.model} model, 1 thread",
+            r["fields_per_s_per_core"],
+            "fields/s/core",
+            anchor=("fp32 eager", anchor["fields_per_s_per_core"]),
+            ceiling=(f"bare forward, {r['variant']}", r["bare_forward_fields_per_s_per_core"]),
+        )
+        for r in variant_rows
+    ]
+    summary += [
+        figure(
+            r["method"],
+            1 / r["s_per_field"],
+            "fields/s/GPU",
+            anchor=("tiled, CPU fp32 eager, per core", anchor["fields_per_s_per_core"]),
+        )
+        for r in rows
+        if r["device"] == "cuda"
+    ]
+    result = {
+        "command": " ".join([sys.executable, *sys.argv]),
+        "quick": args.quick,
+        "model": cfg.model_dump(),
+        "trained": bool(args.checkpoint),
+        "tile": args.tile,
+        "halo": halo,
+        "field": list(SHAPE),
+        "variant_crop_rows": crop,
+        "variants": variant_rows,
+        "bf16_vs_fp32": accuracy,
+        "rows": rows,
+        "summary": summary,
+        "load_average": os.getloadavg(),
+    }
     result["machine"] = machine(("torch", "numpy", "dask", "distributed"))
-    out = HERE / "results" / f"predict-{args.model}.json"
+    # The default model's full run is what docs/scaling.md's cost model reads.
+    full = args.model == "default" and not args.quick
+    out = args.out or HERE / "results" / ("predict.json" if full else f"predict-{args.model}.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"saved {out}")
 

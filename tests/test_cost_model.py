@@ -39,7 +39,7 @@ def results() -> dict[str, dict]:
                 "next field of the run": {"seconds": {"numba, 256 chunks": 0.01}, "projection_ms": 10.0}
             }
         },
-        "predict-default": {
+        "predict": {
             "tile": 768,
             "halo": 128,
             "rows": [
@@ -126,7 +126,7 @@ def test_gpu_is_an_estimate_without_cuda_rows_and_measured_with_them() -> None:
     measured["train"]["results"].append(
         {"store": "sim", "model": "default", "workers": 0, "device": "cuda", "loader_patches_per_s": 5000.0}
     )
-    measured["predict-default"]["rows"].append(
+    measured["predict"]["rows"].append(
         {"method": "tiled 1536px on the GPU", "device": "cuda", "threads": 1, "s_per_field": 0.5}
     )
     c = cost_model.compute(measured, flops_per_pixel=1000.0, sdss=SDSS)

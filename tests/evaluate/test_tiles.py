@@ -109,3 +109,17 @@ def test_tiles_start_on_the_pooling_grid_end_at_the_edge_and_leave_every_pixel_a
             (o == 0 or p - o >= halo) and (o + tile >= size or o + tile - 1 - p >= halo) and o <= p < o + tile
             for o in origins
         ), p
+
+
+def test_channels_last_and_bf16_tiles_agree_with_fp32() -> None:
+    from sgc.model.runtime import prepare
+
+    model = _model(2)
+    image = np.random.default_rng(5).normal(size=(5, 150, 170)).astype(np.float32) * 4
+    full = predict_array(model, image, 96, model.cfg.halo, batch=2)
+    nhwc = _model(2)
+    prepare(nhwc, channels_last=True)
+    np.testing.assert_allclose(predict_array(nhwc, image, 96, model.cfg.halo, batch=2), full, atol=1e-5)
+    half = predict_array(model, image, 96, model.cfg.halo, batch=2, amp=torch.bfloat16)
+    assert np.abs(half - full).max() < 0.05  # bf16 keeps 8 bits of mantissa
+    assert np.mean(half.argmax(0) == full.argmax(0)) > 0.97
