@@ -3,8 +3,9 @@
 One training step is :func:`sgc.train.loop.train_step`, exactly as ``sgc train`` runs it: forward through the
 U-Net, the configured loss (``ce+dice``, sqrt-inverse class weights from :func:`~sgc.train.loop.label_counts`
 of the plan's train split), backward, gradient clipping and an AdamW step (a constant learning-rate schedule:
-the trainer's one-cycle costs the same per step). A patch is a float32 ``(5, 64, 64)`` image and an int64
-``(64, 64)`` label; batches hold ``--batch`` (32) of them. On the same model, for each store:
+the trainer's one-cycle costs the same per step). A patch is a float32 ``(5, 64, 64)`` image and a uint8
+``(64, 64)`` label (widened on the device); batches hold ``--batch`` (32) of them. On the same model, for
+each store:
 
 1. ``in-memory``: a fixed list of batches already in memory (drawn once from the loader, full batches only,
    pinned on CUDA), cycled;
@@ -19,6 +20,11 @@ the trainer's default (depth 4, width 32, batch norm) and the demo's (depth 3, w
 keeps its default thread count, so DataLoader workers compete with the training threads for the cores. Where
 CUDA is available, the same is run on the GPU with ``pin_memory`` and bf16 autocast.
 
+4. speed options (:mod:`sgc.model.runtime`): in-memory training of each model under fp32 eager (the anchor),
+   channels-last, bf16 autocast, both, and with ``--compile`` torch.compile, on the first store. On a CPU
+   without native bf16 (no AVX-512 BF16 or AMX) bf16 is emulated and slower: the figures say whether it
+   helps here.
+
 Before timing, each model takes a few steps and each loader an epoch's worth of batches (numba kernels
 compiled in the main process before workers fork, chunk files in the page cache). Timings interleave the
 ways in rounds (``--rounds``, each way once per round, ``--steps`` steps each); the figure is the best round.
@@ -29,9 +35,9 @@ first batch already delivered) against an in-memory step, with this process's mi
 that made ``patch_loader`` keep its workers across epochs. The default 18 steps are three whole epochs of
 the real sample's train split (186 patches, 6 batches an epoch).
 
-    python bench/train.py [--store S.zarr --plan P/plan.zarr ...] [--steps 18] [--quick]
+    python bench/train.py [--store S.zarr --plan P/plan.zarr ...] [--steps 18] [--quick] [--compile]
 
-By default the simulated store of the loader bench (``stores/bench-loader/demo.zarr``, built here with
+By default a simulated store of the loader bench (``stores/bench-loader/simN.zarr``, else built here with
 ``sgc run`` when missing) and the real sample (``stores/sample.zarr``) when present. Prints a table and
 saves ``bench/results/train.json``.
 """
@@ -52,11 +58,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timing import best_of, machine
+from timing import best_of, figure, machine
 from torch.utils.data import DataLoader
 
 from sgc.config import LoaderConfig, ModelConfig, TrainConfig, load_config
 from sgc.model.losses import SegmentationLoss, build_loss
+from sgc.model.runtime import prepare
 from sgc.model.unet import UNet, count_parameters
 from sgc.patches.planfile import read_plan
 from sgc.patches.stream import PatchStream, patch_loader
@@ -158,15 +165,27 @@ def warm_cache(store: Path) -> None:
 # --- the ways of feeding ------------------------------------------------------------------------------
 
 
-def make_trainer(model_cfg: ModelConfig, counts: np.ndarray, device: torch.device) -> Trainer:
+def default_amp(device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where the GPU has it, full precision elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+
+
+def make_trainer(
+    model_cfg: ModelConfig,
+    counts: np.ndarray,
+    device: torch.device,
+    amp: torch.dtype | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
+) -> Trainer:
     cfg = TrainConfig(model=model_cfg)
     torch.manual_seed(cfg.seed)
     model = UNet(cfg.model).to(device)
+    net = prepare(model, channels_last, compile)
     loss_fn = build_loss(cfg.loss, counts).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return Trainer(model, loss_fn, optimizer, scheduler, device, cfg.clip, amp)
+    return Trainer(net, loss_fn, optimizer, scheduler, device, cfg.clip, amp)
 
 
 def new_stream(c: Case, batch: int) -> PatchStream:
@@ -304,7 +323,7 @@ def measure(
     """In-memory, loader and loader-alone rates of one model on one store, for each worker count."""
     pin = device.type == "cuda"
     counts = label_counts(read_plan(c.plan), "train", 1)
-    trainer = make_trainer(MODELS[model_name], counts, device)
+    trainer = make_trainer(MODELS[model_name], counts, device, default_amp(device))
     stream = new_stream(c, batch)
     start = time.perf_counter()
     batches = memory_batches(stream, batch, min(8, steps), pin)  # compiles the numba kernels here
@@ -373,6 +392,86 @@ def measure(
     return rows
 
 
+# Speed options of ``train`` (sgc.model.runtime): name, channels-last, autocast dtype, torch.compile.
+SPEED_OPTIONS = (
+    ("fp32 eager", False, None, False),
+    ("channels-last", True, None, False),
+    ("bf16", False, torch.bfloat16, False),
+    ("bf16 channels-last", True, torch.bfloat16, False),
+    ("compile", False, None, True),
+    ("compile channels-last", True, None, True),
+)
+
+
+def measure_speed_options(
+    c: Case, model_name: str, device: torch.device, batch: int, steps: int, rounds: int, use_compile: bool
+) -> list[dict]:
+    """In-memory training rate of one model under each speed option (compile only if asked: minutes on a
+    CPU), the same batches for all; the first steps (tracing, compiling, cuDNN's choices) are timed apart."""
+    pin = device.type == "cuda"
+    counts = label_counts(read_plan(c.plan), "train", 1)
+    batches = memory_batches(new_stream(c, batch), batch, min(8, steps), pin)
+    rows = []
+    for name, channels_last, amp, compiled in SPEED_OPTIONS:
+        if compiled and not use_compile:
+            continue
+        trainer = make_trainer(MODELS[model_name], counts, device, amp, channels_last, compiled)
+        start = time.perf_counter()
+        for b in batches[:2]:
+            trainer.step(b)
+        sync(device)
+        first = time.perf_counter() - start
+        timed = Timed(run_memory(trainer, batches, steps))
+        for _ in range(rounds):
+            timed.once()
+        rows.append(
+            {
+                "store": c.name,
+                "model": model_name,
+                "device": device.type,
+                "option": name,
+                "channels_last": channels_last,
+                "precision": str(amp).replace("torch.", "") if amp else "fp32",
+                "compile": compiled,
+                "first_two_steps_s": first,
+                "patches_per_s": timed.rate,
+            }
+        )
+        print(f"    {name:<22} {timed.rate:8.1f} patches/s (first two steps {first:.1f} s)", flush=True)
+    return rows
+
+
+def summary(rows: list[dict], options: list[dict]) -> list[dict]:
+    """RESULTS.md's rows: the loader against training from memory, and each speed option against fp32."""
+    out = [
+        figure(
+            f"train step fed by the loader, {r['store']}, {r['model']} model, {r['device']}, "
+            f"{r['workers']} workers",
+            r["loader_patches_per_s"],
+            "patches/s",
+            ceiling=("the same steps from batches in memory", r["in_memory_patches_per_s"]),
+            target=">= 0.95x ceiling",
+        )
+        for r in rows
+    ]
+    for r in options:
+        anchor = next(
+            o
+            for o in options
+            if o["option"] == "fp32 eager"
+            and (o["store"], o["model"], o["device"]) == (r["store"], r["model"], r["device"])
+        )
+        out.append(
+            figure(
+                f"train step from memory, {r['option']}, {r['store']}, {r['model']} model, {r['device']}",
+                r["patches_per_s"],
+                "patches/s",
+                anchor=("fp32 eager", anchor["patches_per_s"]),
+            )
+        )
+    return out
+
+
 # --- report -------------------------------------------------------------------------------------------
 
 
@@ -416,6 +515,7 @@ def main() -> None:
     parser.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts")
     parser.add_argument("--models", default="default,demo", help=f"comma-separated: {', '.join(MODELS)}")
     parser.add_argument("--quick", action="store_true", help="3 steps, 1 round, demo model: a smoke run")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes on CPU)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "train.json")
     args = parser.parse_args()
     steps = args.steps or (3 if args.quick else 18)
@@ -442,6 +542,15 @@ def main() -> None:
             n = args.gpu_steps if device.type == "cuda" and not args.quick else steps
             for model_name in models:
                 rows += measure(c, model_name, device, workers, args.batch, n, rounds)
+    # Speed options on one store (the first), each model, each device.
+    options: list[dict] = []
+    for device in devices:
+        n = args.gpu_steps if device.type == "cuda" and not args.quick else steps
+        for model_name in models:
+            print(f"speed options: {cases[0].name} / {model_name} on {device.type}")
+            options += measure_speed_options(
+                cases[0], model_name, device, args.batch, n, rounds, args.compile and not args.quick
+            )
     print()
     print_table(rows)
 
@@ -452,7 +561,7 @@ def main() -> None:
         "gpu_steps": args.gpu_steps,
         "rounds": rounds,
         "batch_size": args.batch,
-        "patch": "float32 (5, 64, 64) image + int64 (64, 64) label",
+        "patch": "float32 (5, 64, 64) image + uint8 (64, 64) label",
         "stores": {
             c.name: {
                 "store": str(c.store),
@@ -465,6 +574,8 @@ def main() -> None:
         },
         "machine": machine_info(),
         "results": rows,
+        "speed_options": options,
+        "summary": summary(rows, options),
         "notes": [
             "train_step of sgc.train.loop: ce+dice loss with sqrt-inverse weights, clip 1.0, AdamW, "
             "constant schedule; bf16 autocast on CUDA only",
