@@ -3,7 +3,10 @@
 Every file goes to ``<dest>.part`` first. An interrupted transfer leaves that ``.part`` behind and the
 next attempt (or the next run) continues it with an HTTP ``Range`` request. Only a file whose
 compressed stream is complete and whose FITS structure opens is renamed into place, so a file at its
-final path is always whole, and a later run skips it without asking the server.
+final path is always whole, and a later run skips it without asking the server. What was verified is noted
+in ``.sgc-verified.json`` at the root (path, size and modification time): a later run skips those files
+without decompressing them again, so a run that adds fields costs the new fields, not every field held;
+a file changed since (another size or time) is verified again.
 
 Transient failures (timeouts, dropped connections, short bodies, 5xx answers, a body that fails
 verification) are retried with exponential back-off; a 4xx answer is final at once. Failures never
@@ -29,6 +32,7 @@ from typing import Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from sgc import __version__, progress
+from sgc.atomic import read_json, write_json
 from sgc.errors import InputFileError
 from sgc.progress import format_size
 from sgc.sdss.fitsfile import open_hdul
@@ -46,6 +50,7 @@ _MAX_DELAY_S = 60.0
 # What the SAS publishes under each suffix; a server that decompresses on the fly is caught here.
 _MAGIC = {".bz2": (b"BZh", "bzip2"), ".gz": (b"\x1f\x8b", "gzip")}
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-")
+VERIFIED = ".sgc-verified.json"  # at the download root: {relative path: [size, mtime_ns]}
 
 
 class PlannedFile(NamedTuple):
@@ -114,6 +119,8 @@ class _Options:
     retries: int
     timeout: float
     backoff: float
+    verified: dict[str, list[int]]  # files verified before, as in VERIFIED
+    root: Path
 
 
 class _RetryableError(Exception):
@@ -221,8 +228,34 @@ def fetch_files(
     dests = [item.dest for item in checked]
     if len(set(dests)) != len(dests):
         raise ValueError("the download plan lists a destination twice")
-    results = _run_parallel(checked, _Options(retries, timeout, backoff), jobs)
+    opts = _Options(retries, timeout, backoff, _read_verified(root), root)
+    try:
+        results = _run_parallel(checked, opts, jobs)
+    finally:
+        _write_verified(root, opts.verified)  # also after Ctrl-C: what was verified stays known
     return DownloadSummary(root, results)
+
+
+def _read_verified(root: Path) -> dict[str, list[int]]:
+    """The files verified by earlier runs; nothing where the note is missing or unreadable."""
+    try:
+        value = read_json(root / VERIFIED)
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _write_verified(root: Path, verified: dict[str, list[int]]) -> None:
+    """Save the note of verified files."""
+    try:
+        write_json(root / VERIFIED, verified, indent=0)
+    except OSError as exc:  # a read-only mirror still downloads; the next run verifies again
+        logger.info("%s: could not note the verified files (%s)", root, exc)
 
 
 def _run_parallel(plan: list[PlannedFile], opts: _Options, jobs: int) -> list[FileResult]:
@@ -249,7 +282,9 @@ def _run_parallel(plan: list[PlannedFile], opts: _Options, jobs: int) -> list[Fi
 
 def _fetch_one(item: PlannedFile, opts: _Options) -> FileResult:
     dest = item.dest
-    if _is_complete(dest):
+    key = dest.relative_to(opts.root).as_posix()
+    if _is_complete(dest, opts.verified.get(key)):
+        opts.verified[key] = _stamp(dest)  # one key per thread: no lock needed under the GIL
         return FileResult(dest, "skipped", dest.stat().st_size, 0)
     part = dest.with_name(dest.name + ".part")
     error = ""
@@ -259,6 +294,7 @@ def _fetch_one(item: PlannedFile, opts: _Options) -> FileResult:
             _transfer(item.url, part, opts.timeout)
             _verify(part, dest.name)
             os.replace(part, dest)  # atomic: the final path only ever holds a verified file
+            opts.verified[key] = _stamp(dest)
         except _PermanentError as exc:
             return FileResult(dest, "failed", 0, attempt, str(exc))
         except InputFileError as exc:
@@ -283,10 +319,13 @@ def _retry_delay(backoff: float, attempt: int) -> float:
     return min(backoff * 2 ** (attempt - 1), _MAX_DELAY_S) * random.uniform(1.0, 1.25)
 
 
-def _is_complete(dest: Path) -> bool:
-    """True if ``dest`` exists, is non-empty and verifies (so it need not be fetched again)."""
+def _is_complete(dest: Path, stamp: list[int] | None = None) -> bool:
+    """True if ``dest`` exists, is non-empty and verifies (so it need not be fetched again); a file whose
+    size and modification time equal ``stamp``, noted when it was last verified, is not read again."""
     if not dest.is_file() or dest.stat().st_size == 0:
         return False
+    if stamp is not None and _stamp(dest) == list(stamp):
+        return True
     try:
         _verify(dest, dest.name)
     except InputFileError as exc:

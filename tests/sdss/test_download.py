@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from sgc.sdss.download import DownloadSummary, PlannedFile, download, fetch_files, plan_downloads
+import sgc.sdss.download as download_module
+from sgc.sdss.download import VERIFIED, DownloadSummary, PlannedFile, download, fetch_files, plan_downloads
+from sgc.sdss.fitsfile import open_hdul
 from sgc.sdss.mirror import MirrorRequestHandler, serve_directory
 from sgc.sdss.names import BANDS, FieldId, calibobj_path
 
@@ -180,6 +183,25 @@ def test_second_run_skips_without_asking_the_server(sas: Path, mirror: Mirror, t
     assert summary.counts == {"downloaded": 0, "skipped": 19, "failed": 0}
     assert all(r.attempts == 0 for r in summary.results)
     assert mirror.requests == []
+
+
+def test_files_verified_before_are_not_decompressed_again(
+    sas: Path, mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    _download(mirror.url, out)
+    assert len(json.loads((out / VERIFIED).read_text())) == 19
+    opened = []
+    monkeypatch.setattr(download_module, "open_hdul", lambda path: opened.append(path) or open_hdul(path))
+    assert _download(mirror.url, out).counts == {"downloaded": 0, "skipped": 19, "failed": 0}
+    assert opened == []  # a run that adds fields costs the new ones, not every file already held
+    # A file changed since it was verified (same size, another time) is verified again, and refetched.
+    frame = out / FRAME
+    frame.write_bytes(b"\0" * frame.stat().st_size)
+    summary = _download(mirror.url, out)
+    assert summary.counts == {"downloaded": 1, "skipped": 18, "failed": 0}
+    assert {Path(p).name for p in opened} == {frame.name, frame.name + ".part"}  # it, then its new copy
+    _assert_identical(sas, out)
 
 
 def test_truncated_file_in_place_is_fetched_again(sas: Path, mirror: Mirror, tmp_path: Path) -> None:
