@@ -7,11 +7,15 @@ simulated field (float32, uncompressed, 256x256 chunks): 26,000 patches/s throug
 against 49,000 reading the same chunk files into place. :class:`ChunkReader` therefore reads a chunk
 straight from its file when the array sits in a local folder and its codecs are ones it can apply itself
 (raw little-endian bytes, optionally Blosc), decoding into the slot with no intermediate copy; any other
-array (another store, another codec) goes through zarr. Both give the same values (tested).
+array (another store, another codec) goes through zarr. Both give the same values (tested). Chunks stored
+as raw bytes can also be mapped instead of read (:meth:`ChunkReader.view`): the loader cuts patches
+straight out of the page cache.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 import sys
 from pathlib import Path
 
@@ -63,6 +67,35 @@ class ChunkReader:
         except FileNotFoundError:
             # Zarr leaves chunks that were never written (or equal the fill value) out of the folder.
             out[...] = self.fill_value
+
+    @property
+    def mappable(self) -> bool:
+        """Whether :meth:`view` can map chunks: raw bytes in a local folder, no codec to apply."""
+        return self.direct and not self._blosc
+
+    def view(self, slot: int, chunk: tuple[int, ...]) -> np.ndarray:
+        """Chunk ``chunk`` of field ``slot`` as a read-only array over its file, memory-mapped.
+
+        Nothing is copied: pages come from the page cache as they are first touched, so a reader that uses
+        part of a chunk pays for that part (measured on the sample's chunks: a quarter to a third of
+        reading the file into a buffer). The map lives as long as the array. Only for :attr:`mappable`
+        arrays; a chunk never written is an array of the fill value.
+        """
+        path = self._folder / self.array.metadata.encode_chunk_key((slot, *chunk))
+        nbytes = int(np.prod(self.chunk_shape)) * self.dtype.itemsize
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            filled = np.full(self.chunk_shape, self.fill_value, dtype=self.dtype)
+            filled.flags.writeable = False
+            return filled
+        try:
+            if os.fstat(fd).st_size != nbytes:
+                raise OSError(f"{path}: chunk file is not its {nbytes} bytes")
+            mapped = mmap.mmap(fd, nbytes, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        return np.frombuffer(mapped, dtype=self.dtype).reshape(self.chunk_shape)
 
     def _read_through_zarr(self, coords: tuple[int, ...], out: np.ndarray) -> None:
         start = [c * n for c, n in zip(coords[1:], self.chunk_shape, strict=True)]

@@ -1,8 +1,9 @@
 """Cutting patches out of a block of chunks: one pass that also normalises and augments.
 
-A block holds a rectangle of a field's chunks as ``image[cy, cx, band, r, c]`` and ``label[cy, cx, r, c]``,
-exactly as the chunks were read (see :mod:`sgc.patches.chunks`), so a patch that straddles chunk
-boundaries is gathered from up to four chunks without first assembling the rectangle. Each output pixel
+A block holds a rectangle of a field's chunks: the image chunks as a list of ``(band, r, c)`` arrays (maps
+of the chunk files, or views of one buffer they were read into; see :mod:`sgc.patches.chunks`) and the
+labels as ``label[cy, cx, r, c]``, so a patch that straddles chunk boundaries is gathered from up to four
+chunks without first assembling the rectangle. Each output pixel
 is read once and written once: the affine normalisation, NaN to 0 and one of the eight symmetries of the
 square all happen on the way (a transposed patch goes through a scratch patch that stays in cache).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.typed import List
 
 N_SYMMETRIES = 8
 
@@ -59,9 +61,21 @@ def _copy_run(src, dst, reverse):  # noqa: ANN001
             dst[j] = src[j]
 
 
+def chunk_list(block: np.ndarray) -> List:
+    """The chunks of a ``(ny, nx, bands, C, C)`` block buffer as :func:`gather_patches` takes them: read-only
+    views, row-major."""
+    views = []
+    for chunk in block.reshape(-1, *block.shape[2:]):
+        view = chunk.view()
+        view.flags.writeable = False
+        views.append(view)
+    return List(views)
+
+
 @numba.njit(cache=True, nogil=True)
 def gather_patches(
-    image: np.ndarray,
+    chunks: List,
+    nx: int,
     label: np.ndarray,
     ys: np.ndarray,
     xs: np.ndarray,
@@ -75,11 +89,13 @@ def gather_patches(
 ) -> None:
     """Cut patches ``k`` at block pixel ``(ys[k], xs[k])`` into ``out_*[dest[k]]``.
 
-    Patches must be no wider than a chunk, so a source row spans at most two chunk columns.
+    Patches must be no larger than a chunk, so a patch spans at most two chunk rows and two chunk columns.
 
     Args:
-        image: float ``(ny, nx, bands, C, C)`` chunks of the block.
-        label: uint8 ``(ny, nx, C, C)`` chunks of the block.
+        chunks: the block's image chunks, read-only ``(bands, C, C)`` float arrays in row-major order (a
+            typed list: views of one buffer, see :func:`chunk_list`, or maps of the chunk files).
+        nx: chunks per row of the block.
+        label: uint8 ``(ny, nx, C, C)`` label chunks of the block.
         ys, xs: top-left corner of each patch, in pixels from the block's first row and column.
         symmetry: the symmetry (0-7) applied to each patch.
         dest: the batch row each patch goes to.
@@ -89,8 +105,8 @@ def gather_patches(
         out_label: ``(batch, P, P)``, uint8 or any wider integer type.
     """
     size = out_image.shape[2]
-    chunk = image.shape[3]
-    bands = image.shape[2]
+    chunk = label.shape[3]
+    bands = out_image.shape[1]
     scratch_image = np.empty((bands, size, size), dtype=out_image.dtype)
     scratch_label = np.empty((size, size), dtype=out_label.dtype)
     for k in range(ys.shape[0]):
@@ -102,33 +118,36 @@ def gather_patches(
         to_label = scratch_label if transpose else out_label[dest[k]]
         # Each source row is a run in chunk column cx, then the rest (if any) in cx + 1: P <= C. Flipped
         # columns put the first run at the right end of the output row, written back to front.
+        cy0 = ys[k] // chunk
         cx = xs[k] // chunk
         x0 = xs[k] % chunk
         n1 = min(size, chunk - x0)
         at1, at2 = (size - n1, 0) if flip_cols else (0, n1)
+        # The (up to) four chunks under the patch, fetched from the list once per patch, not per row.
+        right = n1 < size
+        below = (ys[k] + size - 1) // chunk > cy0
+        top_left = chunks[cy0 * nx + cx]
+        top_right = chunks[cy0 * nx + cx + 1] if right else top_left
+        bottom_left = chunks[(cy0 + 1) * nx + cx] if below else top_left
+        bottom_right = chunks[(cy0 + 1) * nx + cx + 1] if below and right else top_left
         for n in range(size):
             y = ys[k] + (size - 1 - n if flip_rows else n)
             cy = y // chunk
             r = y % chunk
+            first = top_left if cy == cy0 else bottom_left
+            second = top_right if cy == cy0 else bottom_right
             for band in range(bands):
                 s = scale[band]
                 o = offset[band]
                 row = to_image[band, n]
-                _scaled_run(
-                    image[cy, cx, band, r, x0 : x0 + n1], row[at1 : at1 + n1], s, o, check_nan, flip_cols
-                )
-                if n1 < size:
+                _scaled_run(first[band, r, x0 : x0 + n1], row[at1 : at1 + n1], s, o, check_nan, flip_cols)
+                if right:
                     _scaled_run(
-                        image[cy, cx + 1, band, r, : size - n1],
-                        row[at2 : at2 + size - n1],
-                        s,
-                        o,
-                        check_nan,
-                        flip_cols,
+                        second[band, r, : size - n1], row[at2 : at2 + size - n1], s, o, check_nan, flip_cols
                     )
             row = to_label[n]
             _copy_run(label[cy, cx, r, x0 : x0 + n1], row[at1 : at1 + n1], flip_cols)
-            if n1 < size:
+            if right:
                 _copy_run(label[cy, cx + 1, r, : size - n1], row[at2 : at2 + size - n1], flip_cols)
         if transpose:
             _transpose_into(scratch_image, scratch_label, out_image[dest[k]], out_label[dest[k]])

@@ -10,7 +10,9 @@
    disjoint and together hold every patch, and being contiguous they touch few chunks.
 3. **Blocks.** A piece is read a block at a time: the chunks under a run of one field's patches (at most
    ``max_block_rows`` chunk rows), each chunk read once into a ``(cy, cx, ...)`` buffer
-   (:mod:`sgc.patches.chunks`), so one read serves many patches.
+   (:mod:`sgc.patches.chunks`), so one read serves many patches. Image chunks stored as raw float32 in a
+   local folder (the default store) are memory-mapped instead of read: patches are cut straight from the
+   page cache, and only the pages under them are touched.
 4. **Shuffle.** Up to ``buffer_blocks`` blocks are held at once; their patches are mixed and drawn in
    random order, a block is dropped when its last patch has left, and the next one is read. Memory is
    bounded by the blocks held, not by the epoch.
@@ -18,8 +20,9 @@
    (``(x - median) / robust_sigma`` of the train pixels, NaN to 0) and applies a random symmetry of the
    square (:mod:`sgc.patches.gather`); optional noise and per-band gain jitter follow. Labels stay uint8,
    as stored: the trainer widens them to int64 on its device (:func:`sgc.train.loop.on_device`), after
-   the copy into the batch and the transfer, which int64 would make eight times larger. The stream yields whole batches (use ``batch_size=None`` in the DataLoader, as
-   :func:`patch_loader` does): cutting a batch at once costs far less per patch than collating patches.
+   the copy into the batch and the transfer, which int64 would make eight times larger. The stream yields
+   whole batches (use ``batch_size=None`` in the DataLoader, as :func:`patch_loader` does): cutting a
+   batch at once costs far less per patch than collating patches.
 
 The zarr arrays are opened lazily in the process that iterates (after fork or spawn), and the dataset
 object holds only paths and numpy arrays, so it pickles. Every random choice comes from a generator
@@ -37,13 +40,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numba.typed import List
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sgc.config import LoaderConfig
 from sgc.cube.store import IMAGE, LABEL, CubeStore
 from sgc.errors import SgcError
 from sgc.patches.chunks import ChunkReader
-from sgc.patches.gather import N_SYMMETRIES, gather_patches
+from sgc.patches.gather import N_SYMMETRIES, chunk_list, gather_patches
 from sgc.patches.planfile import SPLITS, PatchPlan, band_scaling, holds_objects, read_plan
 
 
@@ -55,12 +59,17 @@ class StreamError(SgcError):
 class _Block:
     """Chunks read for a run of one field's patches, and what is left to cut from them."""
 
-    image: np.ndarray  # (ny, nx, bands, C, C)
+    chunks: List  # the image chunks, row-major: maps of the chunk files or views of ``buffer``
+    buffer: np.ndarray | None  # (ny, nx, bands, C, C) the image chunks were read into, None if mapped
     label: np.ndarray  # (ny, nx, C, C) uint8
     rows: np.ndarray  # plan rows of the patches
     ys: np.ndarray  # patch corners relative to the block
     xs: np.ndarray
     left: int
+
+    @property
+    def nx(self) -> int:
+        return self.label.shape[1]
 
 
 class PatchStream(IterableDataset):
@@ -201,24 +210,30 @@ class PatchStream(IterableDataset):
         nx = (int(x0.max()) + p - 1) // c + 1 - cx0
         bands = image_reader.chunk_shape[0]
         shape = (ny, nx, bands, c, c)
-        reuse = next(
-            (b for b in spare if b.image.shape == shape and b.image.dtype == image_reader.dtype), None
-        )
-        if reuse is not None:
+        mapped = image_reader.mappable and image_reader.dtype == np.float32
+        reuse = next((b for b in spare if b.label.shape == shape[:2] + (c, c)), None)
+        if reuse is not None and (mapped or reuse.buffer is not None):
             # Fresh buffers cost a page fault per 4 KiB on first touch: 40% of reading a chunk.
             spare.remove(reuse)
-            image, label = reuse.image, reuse.label
+            buffer, label = reuse.buffer, reuse.label
         else:
-            image = np.empty(shape, dtype=image_reader.dtype)
+            buffer = None
             label = np.empty((ny, nx, c, c), dtype=np.uint8)
         slot = int(self._field_index[rows[0]])
         for j in range(ny):
             for i in range(nx):
-                image_reader.read(slot, (0, cy0 + j, cx0 + i), image[j, i])
                 label_reader.read(slot, (cy0 + j, cx0 + i), label[j, i])
-        if image.dtype != np.float32:
-            image = image.astype(np.float32)
-        return _Block(image, label, rows, y0 - cy0 * c, x0 - cx0 * c, len(rows))
+        if mapped:
+            # Patches are cut straight from the page cache: no chunk is copied whole into a buffer first.
+            views = [image_reader.view(slot, (0, cy0 + j, cx0 + i)) for j in range(ny) for i in range(nx)]
+            return _Block(List(views), None, label, rows, y0 - cy0 * c, x0 - cx0 * c, len(rows))
+        if buffer is None:
+            buffer = np.empty(shape, dtype=image_reader.dtype)
+        for j in range(ny):
+            for i in range(nx):
+                image_reader.read(slot, (0, cy0 + j, cx0 + i), buffer[j, i])
+        image = buffer if buffer.dtype == np.float32 else buffer.astype(np.float32)
+        return _Block(chunk_list(image), buffer, label, rows, y0 - cy0 * c, x0 - cx0 * c, len(rows))
 
     def _batches(
         self, rows: np.ndarray, rng: np.random.Generator, shared: bool
@@ -276,7 +291,8 @@ class PatchStream(IterableDataset):
             local = take[dest, 1]
             index[dest] = block.rows[local]
             gather_patches(
-                block.image,
+                block.chunks,
+                block.nx,
                 block.label,
                 block.ys[local],
                 block.xs[local],

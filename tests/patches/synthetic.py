@@ -49,10 +49,13 @@ def random_field(
     return SynthField(image, valid, label, exclude, header if header is not None else tan_header(shape))
 
 
-def build_store(path: Path, fields: Mapping[str, SynthField], chunk: int = 32) -> Path:
+def build_store(path: Path, fields: Mapping[str, SynthField], chunk: int = 32, codec: str = "none") -> Path:
     """A store holding the fields, all done, with ``label`` and ``exclude`` filled in."""
     cube = build_cube(
-        path, {name: (f.image, f.valid, f.header.tostring()) for name, f in fields.items()}, chunk=chunk
+        path,
+        {name: (f.image, f.valid, f.header.tostring()) for name, f in fields.items()},
+        chunk=chunk,
+        codec=codec,
     )
     label = cube.pixel_array("label", "uint8", 255)
     exclude = cube.pixel_array("exclude", bool, False)

@@ -71,3 +71,24 @@ def test_a_short_chunk_file_is_an_error_naming_it(tmp_path: Path) -> None:
     chunk.write_bytes(chunk.read_bytes()[:100])
     with pytest.raises(OSError, match=str(chunk)):
         read(ChunkReader(array), 0, 1, 1)
+
+
+@pytest.mark.parametrize("codec", ["none", "blosc-lz4", "zstd"])
+def test_raw_chunks_map_to_the_values_read(tmp_path: Path, codec: str) -> None:
+    array, _ = make_array(tmp_path / "a.zarr", codec)
+    reader = ChunkReader(array)
+    assert reader.mappable == (codec == "none")
+    if not reader.mappable:
+        return
+    for slot, cy, cx in ((0, 0, 0), (0, 2, 3), (1, 0, 0), (1, 1, 2)):  # (1, 1, 2) was never written
+        view = reader.view(slot, (0, cy, cx))
+        assert not view.flags.writeable and view.shape == (3, 16, 16)
+        assert np.array_equal(view, read(reader, slot, cy, cx), equal_nan=True)
+
+
+def test_a_short_chunk_file_is_an_error_naming_it_when_mapped(tmp_path: Path) -> None:
+    array, _ = make_array(tmp_path / "a.zarr", "none")
+    chunk = tmp_path / "a.zarr" / array.metadata.encode_chunk_key((0, 0, 1, 1))
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    with pytest.raises(OSError, match=str(chunk)):
+        ChunkReader(array).view(0, (0, 1, 1))

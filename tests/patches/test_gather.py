@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sgc.patches.gather import apply_symmetry, gather_patches
+from sgc.patches.gather import apply_symmetry, chunk_list, gather_patches
 
 CHUNK = 8
 
@@ -39,7 +39,8 @@ def test_gathered_patches_equal_sliced_ones(seed: int, size: int, ny: int, nx: i
     offset = rng.normal(size=3).astype(np.float32)
     out_image = np.full((n + 2, 3, size, size), 7.0, dtype=np.float32)
     out_label = np.full((n + 2, size, size), -1, dtype=np.int64)
-    gather_patches(image, label, ys, xs, symmetry, dest, scale, offset, True, out_image, out_label)
+    chunks = chunk_list(image)
+    gather_patches(chunks, nx, label, ys, xs, symmetry, dest, scale, offset, True, out_image, out_label)
     full, full_label = assembled(image), assembled(label)
     for k in range(n):
         window = full[:, ys[k] : ys[k] + size, xs[k] : xs[k] + size]

@@ -208,3 +208,17 @@ def test_a_store_without_labels_is_refused(tmp_path: Path, synthetic) -> None:
     del zarr.open_group(copy, mode="r+")["label"]
     with pytest.raises(StreamError, match="no labels"):
         PatchStream(copy, plan, "train")
+
+
+@pytest.mark.parametrize("codec", ["blosc-lz4", "zstd"])
+def test_chunks_read_into_buffers_give_the_batches_of_mapped_ones(
+    synthetic, tmp_path: Path, codec: str
+) -> None:
+    store, plan = synthetic  # raw float32 chunks: mapped
+    packed = build_store(tmp_path / "p.zarr", {f: coded_field(k) for k, f in enumerate(FIELDS)}, codec=codec)
+    settings = loader(batch_size=7, augment=True)
+    mapped = collect(PatchStream(store, plan, "train", settings, seed=2, with_index=True))
+    read = collect(PatchStream(packed, plan, "train", settings, seed=2, with_index=True))
+    assert len(mapped) == len(read)
+    for a, b in zip(mapped, read, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
