@@ -1,6 +1,7 @@
 """Training loader throughput: 64x64 patches per second delivered into the model, per core, by design.
 
-A patch delivered is a float32 ``(5, 64, 64)`` image and an int64 ``(64, 64)`` label in a batch of 64. On the
+A patch delivered is a float32 ``(5, 64, 64)`` image and a uint8 ``(64, 64)`` label in a batch of 64 (sgc's
+trainer widens labels to int64 on its device; every design here delivers the same bytes). On the
 ``train`` split of a patch plan (the plan's patches, oversample 1), from cube stores made by ``sgc run``:
 
 - ``sample``: the real sample (``configs/sample.yaml``, one 745-row field), skipped where the data are absent;
@@ -22,8 +23,10 @@ this measures
 5. ceilings on one core: reading the train chunks' files from the page cache into one buffer (codec
    ``none``: the bytes are the pixels; nominally 16 patches per 256x256 chunk), image alone and with the
    label chunks decoded; blosc-lz4 (byte shuffle, the old default) decoding the same image chunks in memory
-   with one thread; copying each patch out of the train fields held in memory into a batch buffer; and a
-   plain large memcpy in GB/s, converted to patches/s.
+   with one thread; copying each patch out of the train fields held in memory into a batch buffer; a
+   plain large memcpy in GB/s, converted to patches/s; and (5g) the copies no design can avoid: every
+   chunk under the train patches read once (image and label) plus every patch written once into a batch
+   at memcpy speed, per train patch: the ceiling the targets count.
 
 "Cores" is the number of CPUs the process (and its DataLoader workers, which inherit it) is pinned to with
 ``os.sched_setaffinity``: one for everything but the 2-worker rows, which get two. The store files are
@@ -49,7 +52,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
@@ -63,12 +65,14 @@ import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 import xbatcher  # noqa: E402
 import zarr  # noqa: E402
-from timing import best_of, machine  # noqa: E402
+from timing import best_of, figure, machine  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, IterableDataset  # noqa: E402
 
-from sgc.config import LoaderConfig  # noqa: E402
+from sgc.compute import Compute  # noqa: E402
+from sgc.config import LoaderConfig, load_config  # noqa: E402
 from sgc.patches.planfile import read_plan  # noqa: E402
 from sgc.patches.stream import PatchStream, patch_loader  # noqa: E402
+from sgc.stages import STAGES, StageContext, run_stages  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -76,6 +80,7 @@ SDSS_DIR = Path(os.environ.get("SGC_SDSS_DIR", REPO.parent / "shared" / "sdss"))
 SAMPLE_FIELD = "003918-3-0213"
 BATCH = 64
 PATCH_BYTES = 5 * 64 * 64 * 4
+DELIVERED_BYTES = PATCH_BYTES + 64 * 64  # the image and the uint8 label
 MARKER = ".sgc-bench-loader"  # marks folders this bench made, the only ones it may delete
 PACKAGES = ("numpy", "torch", "zarr", "numcodecs", "numba", "xarray", "dask", "xbatcher")
 CPUS = sorted(os.sched_getaffinity(0))
@@ -122,17 +127,13 @@ def ensure_store(name: str, workdir: Path, sim_fields: int) -> Case | None:
         config, stem, what = "configs/sample.yaml", "sample", "real SDSS sample"
         overrides += [f"raw_dir={raw}", f"exclude.footprint_sources=[{SDSS_DIR / 'headers'}]"]
     else:
-        config, stem, what = "configs/demo.yaml", "demo", f"simulated, {sim_fields} fields"
-        overrides += [f"simulate.fields={sim_fields}"]
+        config, stem, what = "configs/demo.yaml", f"sim{sim_fields}", f"simulated, {sim_fields} fields"
+        overrides += [f"name={stem}", f"simulate.fields={sim_fields}"]
     store, plan = workdir / f"{stem}.zarr", workdir / stem / "plan.zarr"
-    # sgc run ends by training a model: one step of it, kept in the bench folder (the store and plan matter).
-    overrides += ["train.epochs=1", "train.max_steps=1", f"runs_dir={workdir / 'runs'}"]
-    command = [sys.executable, "-m", "sgc", "run", str(REPO / config), "-q"]
-    for text in overrides:
-        command += ["--set", text]
+    command = ["sgc run", str(REPO / config), "--set", *overrides, f"(stages {', '.join(STORE_STAGES)})"]
     if not _complete(store, plan, sim_fields if name == "sim" else 1):
         print(f"building the {name} store: {' '.join(command)}")
-        subprocess.run(command, cwd=REPO, check=True)
+        build_store(REPO / config, overrides)
     table = read_plan(plan).table
     rows = np.flatnonzero(np.asarray(table["split"]) == "train")
     return Case(
@@ -146,6 +147,17 @@ def ensure_store(name: str, workdir: Path, sim_fields: int) -> Case | None:
         y0=np.asarray(table["y0"], dtype=np.int64)[rows],
         x0=np.asarray(table["x0"], dtype=np.int64)[rows],
     )
+
+
+STORE_STAGES = ("simulate", "download", "ingest", "stats", "label", "exclude", "split")
+
+
+def build_store(config: Path, overrides: list[str]) -> None:
+    """The stages of ``sgc run`` up to the patch plan (no training, prediction or report), in this process."""
+    cfg = load_config(config, overrides)
+    cfg.paths.out_dir.mkdir(parents=True, exist_ok=True)
+    with Compute(cfg.compute) as compute:
+        run_stages(StageContext(cfg, cfg.paths, compute), [STAGES[name] for name in STORE_STAGES])
 
 
 def _complete(store: Path, plan: Path, fields: int) -> bool:
@@ -316,7 +328,7 @@ class PatchFiles(Dataset):
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         record = np.load(self.paths[k])
-        return torch.from_numpy(record["image"]), torch.from_numpy(record["label"].astype(np.int64))
+        return torch.from_numpy(record["image"]), torch.from_numpy(record["label"])
 
 
 def measure_per_file(case: Case, folder: Path, target: int, repeat: int) -> list[dict]:
@@ -356,10 +368,10 @@ def xbatcher_batches(ds: xr.Dataset, limit: int | None = None) -> Iterator[tuple
         images.append(patch["image"].values)
         labels.append(patch["label"].values)
         if len(images) == BATCH:
-            yield np.stack(images), np.stack(labels).astype(np.int64)
+            yield np.stack(images), np.stack(labels)
             images, labels = [], []
     if images:
-        yield np.stack(images), np.stack(labels).astype(np.int64)
+        yield np.stack(images), np.stack(labels)
 
 
 def xbatcher_passes(ds: xr.Dataset, passes: int) -> Callable[[], None]:
@@ -393,7 +405,7 @@ def measure_zarr_slices(case: Case, target: int, repeat: int) -> list[dict]:
     image, label = group["image"], group["label"]
     order = np.random.default_rng(0).permutation(len(case.rows))[: max(BATCH, target)]
     out_image = np.empty((BATCH, 5, 64, 64), dtype=np.float32)
-    out_label = np.empty((BATCH, 64, 64), dtype=np.int64)
+    out_label = np.empty((BATCH, 64, 64), dtype=np.uint8)
 
     def run() -> None:
         for i, k in enumerate(order):
@@ -486,7 +498,7 @@ def copy_patches(case: Case, order: np.ndarray, passes: int, with_label: bool) -
     fields = {int(f): group["image"][int(f)] for f in np.unique(case.field_index)}
     labels = {f: group["label"][f] for f in fields}
     out_image = np.empty((BATCH, 5, 64, 64), dtype=np.float32)
-    out_label = np.empty((BATCH, 64, 64), dtype=np.int64)
+    out_label = np.empty((BATCH, 64, 64), dtype=np.uint8)
 
     def run() -> None:
         for _ in range(passes):
@@ -556,13 +568,22 @@ def measure_ceilings(case: Case, target: int, repeat: int) -> tuple[list[dict], 
 
             order = np.random.default_rng(0).permutation(len(case.rows))
             copies = math.ceil(target / len(order))
-            for name, with_label in (("image", False), ("image + label to int64", True)):
+            for name, with_label in (("image", False), ("image + label", True)):
                 rate = fixed_rate(copy_patches(case, order, copies, with_label), copies * len(order), repeat)
                 rows.append(row(f"5e patch copy from memory, {name}", None, 1, rate, copies * len(order)))
 
             gbps = memcpy_gbps(repeat + 2)
             info["memcpy_gb_per_s"] = gbps
             rows.append(row(f"5f memcpy 256 MB ({gbps:.1f} GB/s)", None, 1, gbps * 1e9 / PATCH_BYTES, 0))
+
+            # What no design avoids: every chunk under the train patches read once (image from its file,
+            # label decoded), and every patch written once into a batch at memcpy speed.
+            read_s = best_of(lambda: (read_images(chunks), read_labels(chunks)), repeat + 2)
+            write_s = DELIVERED_BYTES / (gbps * 1e9)
+            info["read_once_s_per_patch"] = read_s / len(case.rows)
+            info["write_once_s_per_patch"] = write_s
+            rate = 1 / (read_s / len(case.rows) + write_s)
+            rows.append(row("5g every train chunk read once + every patch written once", None, 1, rate, 0))
     finally:
         numcodecs.blosc.set_nthreads(old_threads)
     info["ceilings_count"] = f"nominal {chunks.per_chunk} patches per chunk read"
@@ -590,12 +611,51 @@ def ratios(rows: list[dict]) -> dict:
         ("vs_image_and_label_chunk_read", "5b"),
         ("vs_blosc_lz4_decode", "5d"),
         ("vs_patch_copy_image_label", "5e patch copy from memory, image + label"),
+        ("vs_read_once_write_once", "5g"),
         ("vs_memcpy", "5f"),
         ("vs_per_file_0_workers", "2 per-file"),
     ):
         other = find(rows, prefix, 0 if prefix.startswith("2") else None)
         if other:
             out[key] = sgc["patches_per_s"] / other["patches_per_s"]
+    return out
+
+
+# Issue 12's targets for sgc's stream (0 workers, augment off), per core, per store.
+TARGETS = {"sample": 30000, "sim": 25000}
+
+
+def summary(name: str, rows: list[dict]) -> list[dict]:
+    """RESULTS.md's rows for one store: sgc's stream beside the per-file design and the 5g ceiling."""
+    ceiling = find(rows, "5g")
+    top = ("every chunk read once + every patch written once", ceiling["patches_per_s_per_core"])
+    out = []
+    for workers, augment in ((0, "off"), (0, "on"), (2, "on")):
+        sgc = find(rows, f"1 sgc PatchStream, augment {augment}", workers)
+        per_file = find(rows, "2 per-file", workers)
+        if sgc is None or per_file is None:
+            continue
+        target = None
+        if (workers, augment) == (0, "off"):
+            target = f">= {TARGETS[name]}; >= 0.6x ceiling; >= 3x anchor"
+        out.append(
+            figure(
+                f"sgc PatchStream, {name}, {workers} workers, augment {augment}",
+                sgc["patches_per_s_per_core"],
+                "patches/s/core",
+                anchor=(f"one .npy per patch, {workers} workers", per_file["patches_per_s_per_core"]),
+                ceiling=top,
+                target=target,
+            )
+        )
+    for prefix, label in (
+        ("4 zarr", "zarr array slice per patch"),
+        ("3i xbatcher", "xbatcher over an in-memory field"),
+    ):
+        other = find(rows, prefix)
+        if other is not None:
+            rate = other["patches_per_s_per_core"]
+            out.append(figure(f"{label}, {name}", rate, "patches/s/core", ceiling=top))
     return out
 
 
@@ -630,7 +690,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("stores/bench-loader"))
     parser.add_argument("--stores", default="sample,sim", help="comma-separated: sample, sim")
-    parser.add_argument("--sim-fields", type=int, default=6)
+    parser.add_argument("--sim-fields", type=int, default=None, help="simulated fields (default 6, quick 2)")
     parser.add_argument("--quick", action="store_true", help="few patches and one repetition: a smoke run")
     parser.add_argument("--repeat", type=int, default=None, help="repetitions (default 3, quick 1)")
     parser.add_argument("--patches", type=int, default=None, help="patches per timing (default 20000)")
@@ -639,6 +699,7 @@ def main() -> None:
     repeat = args.repeat or (1 if args.quick else 3)
     target = args.patches or (2000 if args.quick else 20000)
     lazy_patches = 16 if args.quick else 64
+    sim_fields = args.sim_fields or (2 if args.quick else 6)
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -647,7 +708,7 @@ def main() -> None:
         print(f"note: load average {load_before[0]:.2f} before the run; other work disturbs per-core figures")
 
     names = [name.strip() for name in args.stores.split(",")]
-    cases = [case for name in names if (case := ensure_store(name, workdir, args.sim_fields))]
+    cases = [case for name in names if (case := ensure_store(name, workdir, sim_fields))]
     records = {}
     # DataLoader designs first, forking workers from a process without dask's thread pool in it.
     for case in cases:
@@ -673,6 +734,7 @@ def main() -> None:
             "results": rows,
             "ceilings": ceilings,
             "ratios": ratios(rows),
+            "summary": summary(case.name, rows),
         }
         print_table(case, records[case.name])
 
@@ -682,8 +744,9 @@ def main() -> None:
         "repeat": repeat,
         "patches_per_timing": target,
         "batch_size": BATCH,
-        "patch": "float32 (5, 64, 64) image + int64 (64, 64) label",
+        "patch": "float32 (5, 64, 64) image + uint8 (64, 64) label",
         "stores": records,
+        "summary": [r for name in records for r in records[name]["summary"]],
         "machine": {
             **machine(PACKAGES),
             "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},

@@ -24,7 +24,8 @@ clients other than heartbeats, and gather calls), counted by a plugin on the sch
 The flatness figures compare the first quarter (the first append) with the last (the fourth).
 
     python bench/scale.py --fields 200 [--workdir stores/bench-scale]
-    python bench/scale.py --quick          # 8 fields, about 3 minutes on 2 cores
+    python bench/scale.py --quick          # 4 fields: the smoke run of bench/run_all.py --quick
+    python bench/scale.py --summarise bench/results/scale.json   # rebuild the summary of a saved run
 
 Saves ``bench/results/scale.json`` (``scale-quick.json`` with ``--quick``), whose ``"summary"`` holds the
 rows of ``bench/RESULTS.md``.
@@ -449,7 +450,7 @@ def summary_rows(result: dict[str, Any], table: dict[str, list[dict[str, float]]
                     last[what],
                     "MB",
                     anchor=("first quarter", first[what]),
-                    target="flat",
+                    target="within 10%",
                 )
             )
         if any(p["tasks_per_field"] for p in per):
@@ -508,14 +509,23 @@ def summary_rows(result: dict[str, Any], table: dict[str, list[dict[str, float]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=200, help="fields simulated and run (>= 4)")
-    parser.add_argument("--quick", action="store_true", help="8 fields: a few minutes")
+    parser.add_argument("--quick", action="store_true", help="4 fields (one per append): a smoke run")
     parser.add_argument("--workdir", type=Path, default=Path("stores/bench-scale"))
     parser.add_argument(
         "--keep", action="store_true", help="keep what an earlier run left, not only the simulated mirror"
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--summarise", type=Path, help="recompute the per-stage table and summary of a saved result, in place"
+    )
     args = parser.parse_args()
-    fields = 8 if args.quick else args.fields
+    if args.summarise:
+        record = json.loads(args.summarise.read_text())
+        record["per_stage"] = per_field(record)
+        record["summary"] = summary_rows(record, record["per_stage"])
+        args.summarise.write_text(json.dumps(record, indent=1) + "\n")
+        return
+    fields = 4 if args.quick else args.fields
     if fields < 4:
         parser.error("--fields must be at least 4 (four appends)")
     out = args.out or HERE / "results" / ("scale-quick.json" if args.quick else "scale.json")
