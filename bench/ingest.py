@@ -13,7 +13,7 @@ and the peak resident memory of each worker after each field, to show it stays f
 
 Prints a table and saves ``bench/results/ingest.json``, with a ``"summary"`` of rows for bench/RESULTS.md
 (:func:`timing.figure`). The simulated fields are kept in ``--raw`` and reused by later runs; ``--quick``
-uses 4 of them (two per worker with two). Each ``sgc ingest`` is timed on a cluster already started
+uses 2 of them (one per worker with two). Each ``sgc ingest`` is timed on a cluster already started
 and warmed (imports, numba's cache): the per-field cost at scale, where start-up is spread over thousands
 of fields; start-up is recorded apart (``startup_s``). Every figure is the best of ``--repeat`` runs.
 """
@@ -174,13 +174,13 @@ def summary_rows(floor: float, naive: float, one: dict, two: dict) -> list[dict]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="4 fields (about a minute on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="2 fields (about a minute on 2 cores)")
     parser.add_argument("--repeat", type=int, default=1, help="best of this many runs of each figure")
     parser.add_argument("--raw", type=Path, default=Path("stores/bench-raw"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "ingest.json")
     args = parser.parse_args()
 
-    n_fields = 4 if args.quick else args.fields
+    n_fields = 2 if args.quick else args.fields
     fields = ensure_fields(args.raw, n_fields)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -188,7 +188,9 @@ class MemorySampler:
         self._thread.join()
 
 
-def run_config(fields: int, appended: list[str], test: list[str], workdir: Path, scheduler: str) -> RunConfig:
+def run_config(
+    fields: int, appended: list[str], test: list[str], workdir: Path, scheduler: str, steps: int = 20
+) -> RunConfig:
     """The run after an append: N fields simulated, the first ``appended`` of them given to it."""
     mirror = workdir / f"scale{fields}" / "mirror"
     data = {
@@ -206,7 +208,7 @@ def run_config(fields: int, appended: list[str], test: list[str], workdir: Path,
         "split": {"val_fraction": 0.0},
         "train": {
             "epochs": 1,
-            "max_steps": 20,
+            "max_steps": steps,
             "patience": 0,
             "model": {"depth": 3, "width": 16},
             "loader": {"batch_size": 16},
@@ -299,7 +301,7 @@ def run_append(
     return out
 
 
-def measure(fields: int, workdir: Path, keep: bool) -> dict[str, Any]:
+def measure(fields: int, workdir: Path, keep: bool, steps: int = 20) -> dict[str, Any]:
     """Simulate ``fields`` fields, run the pipeline over four appends, and gather every figure."""
     # As sgc.compute starts its own cluster: glibc's adaptive mmap threshold left on (11% per field).
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
@@ -317,17 +319,23 @@ def measure(fields: int, workdir: Path, keep: bool) -> dict[str, Any]:
         cluster.scheduler.add_plugin(counter)
         pids = list(client.run(os.getpid).values())
         with MemorySampler(pids) as memory:
-            return _measure(fields, workdir, cluster.scheduler_address, counter, memory, keep)
+            return _measure(fields, workdir, cluster.scheduler_address, counter, memory, keep, steps)
 
 
 def _measure(
-    fields: int, workdir: Path, scheduler: str, counter: StageCounter, memory: MemorySampler, keep: bool
+    fields: int,
+    workdir: Path,
+    scheduler: str,
+    counter: StageCounter,
+    memory: MemorySampler,
+    keep: bool,
+    steps: int,
 ) -> dict[str, Any]:
     # Imported here, not at the top: the workers are spawned processes that import this script first, and
     # the simulator imports numba, whose thread pool would then start before their NUMBA_NUM_THREADS=1.
     from sgc.sim.simulate import mirror_fields
 
-    base = run_config(fields, [], [], workdir, scheduler)
+    base = run_config(fields, [], [], workdir, scheduler, steps)
     if not keep:
         # Everything but the simulated mirror, which stands for SDSS and is reused when it is complete.
         leftovers = [p for p in base.paths.out_dir.glob("*") if p != base.paths.mirror]
@@ -345,7 +353,7 @@ def _measure(
         log.info("simulated %d fields in %.0f s; held out: %s", fields, simulate_s, ", ".join(test))
         previous = 0
         for k, count in enumerate(quarters(fields), 1):
-            cfg = run_config(fields, names[:count], test, workdir, scheduler)
+            cfg = run_config(fields, names[:count], test, workdir, scheduler, steps)
             stages = run_append(cfg, f"append{k}", counter, memory, compute)
             start = time.perf_counter()
             rerun = run_append(cfg, f"rerun{k}", counter, memory, compute)
@@ -371,6 +379,7 @@ def _measure(
             previous = count
     return {
         "fields": fields,
+        "train_steps": steps,
         "held_out": test,
         "simulate_seconds": simulate_s,
         "appends": appends,
@@ -421,7 +430,8 @@ def summary_rows(result: dict[str, Any], table: dict[str, list[dict[str, float]]
     unit_names = {"new": "new field", "all": "stored field", "test": "predicted field", "run": "run"}
     for name, per in table.items():
         first, last = per[0], per[-1]
-        unit = "s/run (20 steps)" if UNITS[name] == "run" else f"s/{unit_names[UNITS[name]]}"
+        steps = result.get("train_steps", 20)
+        unit = f"s/run ({steps} steps)" if UNITS[name] == "run" else f"s/{unit_names[UNITS[name]]}"
         rows.append(
             figure(
                 f"{name}: time, last quarter",
@@ -509,7 +519,7 @@ def summary_rows(result: dict[str, Any], table: dict[str, list[dict[str, float]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=200, help="fields simulated and run (>= 4)")
-    parser.add_argument("--quick", action="store_true", help="4 fields (one per append): a smoke run")
+    parser.add_argument("--quick", action="store_true", help="4 fields (one per append), 2 training steps")
     parser.add_argument("--workdir", type=Path, default=Path("stores/bench-scale"))
     parser.add_argument(
         "--keep", action="store_true", help="keep what an earlier run left, not only the simulated mirror"
@@ -534,7 +544,7 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     start = time.perf_counter()
     FILES.install()
-    result = measure(fields, args.workdir, args.keep)
+    result = measure(fields, args.workdir, args.keep, 2 if args.quick else 20)
     table = per_field(result)
     record = {
         "command": f"python bench/scale.py {'--quick' if args.quick else f'--fields {fields}'}",

@@ -404,7 +404,14 @@ SPEED_OPTIONS = (
 
 
 def measure_speed_options(
-    c: Case, model_name: str, device: torch.device, batch: int, steps: int, rounds: int, use_compile: bool
+    c: Case,
+    model_name: str,
+    device: torch.device,
+    batch: int,
+    steps: int,
+    rounds: int,
+    use_compile: bool,
+    plain_bf16: bool = True,
 ) -> list[dict]:
     """In-memory training rate of one model under each speed option (compile only if asked: minutes on a
     CPU), the same batches for all; the first steps (tracing, compiling, cuDNN's choices) are timed apart."""
@@ -413,7 +420,7 @@ def measure_speed_options(
     batches = memory_batches(new_stream(c, batch), batch, min(8, steps), pin)
     rows = []
     for name, channels_last, amp, compiled in SPEED_OPTIONS:
-        if compiled and not use_compile:
+        if (compiled and not use_compile) or (name == "bf16" and not plain_bf16):
             continue
         trainer = make_trainer(MODELS[model_name], counts, device, amp, channels_last, compiled)
         start = time.perf_counter()
@@ -514,13 +521,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts")
     parser.add_argument("--models", default="default,demo", help=f"comma-separated: {', '.join(MODELS)}")
-    parser.add_argument("--quick", action="store_true", help="3 steps, 1 round, demo model: a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="3 steps, 1 round, demo model, 0 and 1 workers, no plain bf16"
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes on CPU)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "train.json")
     args = parser.parse_args()
     steps = args.steps or (3 if args.quick else 18)
     rounds = args.rounds or (1 if args.quick else 3)
-    workers = [int(w) for w in args.workers.split(",")]
+    workers = [0, 1] if args.quick else [int(w) for w in args.workers.split(",")]
     models = ["demo"] if args.quick else [m.strip() for m in args.models.split(",")]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
@@ -549,7 +558,14 @@ def main() -> None:
         for model_name in models:
             print(f"speed options: {cases[0].name} / {model_name} on {device.type}")
             options += measure_speed_options(
-                cases[0], model_name, device, args.batch, n, rounds, args.compile and not args.quick
+                cases[0],
+                model_name,
+                device,
+                args.batch,
+                n,
+                rounds,
+                args.compile and not args.quick,
+                plain_bf16=not args.quick,
             )
     print()
     print_table(rows)
