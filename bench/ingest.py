@@ -144,7 +144,7 @@ def summary_rows(floor: float, naive: float, one: dict, two: dict) -> list[dict]
             "s/field/core",
             anchor=("astropy open + integer shift (2023)", naive),
             ceiling=("decompression alone (floor)", floor),
-            target="<= 1.15x floor",
+            target="<= 1.15x ceiling",
         ),
         figure(
             "sgc ingest, 2 workers",

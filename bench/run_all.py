@@ -60,7 +60,8 @@ SUITE = (
     Bench("scale", "Scale: the whole pipeline as fields grow", "scale.py", quick_args=["--quick"]),
 )
 
-TARGET = re.compile(r"^\s*(<=|>=|<|>)\s*([0-9.eE+-]+)\s*(x\s*(anchor|ceiling))?\s*$")
+# ">= 30000", "<= 0.12 px" (a unit after the bound is allowed), "<= 1.15x ceiling", ">= 3x anchor".
+TARGET = re.compile(r"^\s*(<=|>=|<|>)\s*([0-9.eE+-]+)\s*(x\s*(anchor|ceiling)|[A-Za-z/]+)?\s*$")
 WITHIN = re.compile(r"^\s*within\s*([0-9.]+)\s*%\s*$")
 
 
@@ -106,9 +107,9 @@ def reuse_bench(bench: Bench, results: Path) -> Outcome:
 def check_target(row: dict) -> bool | None:
     """Whether the row meets its target; None where it has none or the target is not machine-readable.
 
-    A target reads ``">= 30000"`` (the value itself), ``"<= 1.15x ceiling"`` or ``">= 3x anchor"`` (the
-    value's ratio to the ceiling or the anchor), or ``"within 10%"`` (of the anchor, either way); several
-    joined by ``;`` must all hold.
+    A target reads ``">= 30000"`` or ``"<= 0.12 px"`` (the value itself, in its unit), ``"<= 1.15x ceiling"``
+    or ``">= 3x anchor"`` (the value's ratio to the ceiling or the anchor), or ``"within 10%"`` (of the
+    anchor, either way); several joined by ``;`` must all hold.
     """
     results = [_check(row, part) for part in (row.get("target") or "").split(";")]
     if not results or None in results:

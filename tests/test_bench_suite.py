@@ -25,6 +25,7 @@ def test_targets_on_the_value_on_ratios_and_all_of_several() -> None:
     assert run_all.check_target({**row, "target": ">= 3x anchor"}) is True  # 3.44
     assert run_all.check_target({**row, "target": ">= 30000; >= 0.6x ceiling; >= 3x anchor"}) is True
     assert run_all.check_target({**row, "target": ">= 30000; >= 4x anchor"}) is False
+    assert run_all.check_target({**row, "target": ">= 30000 patches/s"}) is True  # a unit may follow
     assert run_all.check_target({**row, "target": "fast"}) is None  # not machine-readable: not judged
 
 
