@@ -222,3 +222,19 @@ def test_chunks_read_into_buffers_give_the_batches_of_mapped_ones(
     assert len(mapped) == len(read)
     for a, b in zip(mapped, read, strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_batch_memory_is_reused_only_once_nothing_holds_the_batch(synthetic) -> None:
+    store, plan = synthetic
+    stream = PatchStream(store, plan, "train", loader(batch_size=5), shuffle=False)
+    kept = list(stream)  # every batch held: each in its own memory, with its own values
+    assert len({b[0].data_ptr() for b in kept}) == len(kept) > 3
+    pointers, values = [], []
+    for image, label in stream:  # each batch dropped before the next: its memory comes back
+        pointers.append(image.data_ptr())
+        values.append((image.clone(), label.clone()))
+    assert len(set(pointers)) < len(pointers)
+    for (image, label), (again, again_label) in zip(kept, values, strict=True):
+        assert torch.equal(image, again) and torch.equal(label, again_label)
+    views = [image[0] for image, _ in stream]  # a view keeps its batch's memory from reuse
+    assert len({v.data_ptr() for v in views}) == len(views)
