@@ -8,7 +8,7 @@ as ``compute.scheduler``, as a real cluster would be. How the work grows is meas
 1. the N fields are simulated once (the mirror stands for SDSS; the simulation is timed, but it is not a
    survey stage);
 2. the fields are then given to the run in four appends of a quarter each (``download.fields`` lists the
-   first quarter, then the first half, ...), and ``sgc run``'s stages run after each append, each skipping
+   first append, then the first half, ...), and ``sgc run``'s stages run after each append, each skipping
    what is complete, exactly as a survey that grows would rerun them;
 3. after each append the whole run is run once more, which must do nothing (every stage skipped): its cost
    is what ``sgc run`` pays to find out that nothing is left to do.
@@ -21,10 +21,10 @@ resident memory of the two workers and of this process (sampled every 0.2 s), th
 and the scheduler's work: tasks computed, graphs submitted and client messages (stream messages from
 clients other than heartbeats, and gather calls), counted by a plugin on the scheduler.
 
-The flatness figures compare the first quarter (the first append) with the last (the fourth).
+The flatness figures compare the first append (a quarter of the fields) with the last (the fourth).
 
     python bench/scale.py --fields 200 [--workdir stores/bench-scale]
-    python bench/scale.py --quick          # 4 fields: the smoke run of bench/run_all.py --quick
+    python bench/scale.py --quick          # 2 fields in 2 appends: the smoke run of run_all.py --quick
     python bench/scale.py --summarise bench/results/scale.json   # rebuild the summary of a saved run
 
 Saves ``bench/results/scale.json`` (``scale-quick.json`` with ``--quick``), whose ``"summary"`` holds the
@@ -224,9 +224,9 @@ def held_out(fields: list[str]) -> list[str]:
     return fields[step // 2 :: step]
 
 
-def quarters(n: int) -> list[int]:
-    """Fields given to the run after each of the four appends."""
-    return [round(n * k / 4) for k in range(1, 5)]
+def appends(n: int, count: int) -> list[int]:
+    """Fields given to the run after each of ``count`` equal appends."""
+    return [round(n * k / count) for k in range(1, count + 1)]
 
 
 def dir_bytes(path: Path) -> int:
@@ -301,7 +301,7 @@ def run_append(
     return out
 
 
-def measure(fields: int, workdir: Path, keep: bool, steps: int = 20) -> dict[str, Any]:
+def measure(fields: int, workdir: Path, keep: bool, steps: int = 20, n_appends: int = 4) -> dict[str, Any]:
     """Simulate ``fields`` fields, run the pipeline over four appends, and gather every figure."""
     # As sgc.compute starts its own cluster: glibc's adaptive mmap threshold left on (11% per field).
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
@@ -319,7 +319,9 @@ def measure(fields: int, workdir: Path, keep: bool, steps: int = 20) -> dict[str
         cluster.scheduler.add_plugin(counter)
         pids = list(client.run(os.getpid).values())
         with MemorySampler(pids) as memory:
-            return _measure(fields, workdir, cluster.scheduler_address, counter, memory, keep, steps)
+            return _measure(
+                fields, workdir, cluster.scheduler_address, counter, memory, keep, steps, n_appends
+            )
 
 
 def _measure(
@@ -330,6 +332,7 @@ def _measure(
     memory: MemorySampler,
     keep: bool,
     steps: int,
+    n_appends: int,
 ) -> dict[str, Any]:
     # Imported here, not at the top: the workers are spawned processes that import this script first, and
     # the simulator imports numba, whose thread pool would then start before their NUMBA_NUM_THREADS=1.
@@ -352,7 +355,7 @@ def _measure(
         test = held_out(names)
         log.info("simulated %d fields in %.0f s; held out: %s", fields, simulate_s, ", ".join(test))
         previous = 0
-        for k, count in enumerate(quarters(fields), 1):
+        for k, count in enumerate(appends(fields, n_appends), 1):
             cfg = run_config(fields, names[:count], test, workdir, scheduler, steps)
             stages = run_append(cfg, f"append{k}", counter, memory, compute)
             start = time.perf_counter()
@@ -425,7 +428,7 @@ def per_field(result: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
 
 
 def summary_rows(result: dict[str, Any], table: dict[str, list[dict[str, float]]]) -> list[dict]:
-    """The rows of RESULTS.md: each figure of the last quarter against the first quarter."""
+    """The rows of RESULTS.md: each figure of the last append against the first append."""
     rows = []
     unit_names = {"new": "new field", "all": "stored field", "test": "predicted field", "run": "run"}
     for name, per in table.items():
@@ -434,19 +437,19 @@ def summary_rows(result: dict[str, Any], table: dict[str, list[dict[str, float]]
         unit = f"s/run ({steps} steps)" if UNITS[name] == "run" else f"s/{unit_names[UNITS[name]]}"
         rows.append(
             figure(
-                f"{name}: time, last quarter",
+                f"{name}: time, last append",
                 last["s_per_unit"],
                 unit,
-                anchor=("first quarter", first["s_per_unit"]),
+                anchor=("first append", first["s_per_unit"]),
                 target="within 10%",
             )
         )
         rows.append(
             figure(
-                f"{name}: append cost, last quarter",
+                f"{name}: append cost, last append",
                 last["s_per_new_field"],
                 "s/new field",
-                anchor=("first quarter", first["s_per_new_field"]),
+                anchor=("first append", first["s_per_new_field"]),
                 target="within 10%",
             )
         )
@@ -456,10 +459,10 @@ def summary_rows(result: dict[str, Any], table: dict[str, list[dict[str, float]]
         ):
             rows.append(
                 figure(
-                    f"{name}: {label}, last quarter",
+                    f"{name}: {label}, last append",
                     last[what],
                     "MB",
-                    anchor=("first quarter", first[what]),
+                    anchor=("first append", first[what]),
                     target="within 10%",
                 )
             )
@@ -471,38 +474,38 @@ def summary_rows(result: dict[str, Any], table: dict[str, list[dict[str, float]]
             ):
                 rows.append(
                     figure(
-                        f"{name}: {label} per new field, last quarter",
+                        f"{name}: {label} per new field, last append",
                         last[what],
                         "/new field",
-                        anchor=("first quarter", first[what]),
+                        anchor=("first append", first[what]),
                     )
                 )
         for what, label in (("catalog_reads", "catalogue files read"), ("folder_walks", "folder walks")):
             if any(p[what] for p in per):
                 rows.append(
                     figure(
-                        f"{name}: {label} per stage run, last quarter",
+                        f"{name}: {label} per stage run, last append",
                         last[what],
                         "/stage run",
-                        anchor=("first quarter", first[what]),
+                        anchor=("first append", first[what]),
                     )
                 )
     first, last = result["appends"][0], result["appends"][-1]
     rows.append(
         figure(
-            "sgc run with nothing to do, last quarter",
+            "sgc run with nothing to do, last append",
             last["rerun_seconds"] / last["fields"],
             "s/stored field",
-            anchor=("first quarter", first["rerun_seconds"] / first["fields"]),
+            anchor=("first append", first["rerun_seconds"] / first["fields"]),
             target="within 10%",
         )
     )
     rows.append(
         figure(
-            "cube store bytes per field, last quarter",
+            "cube store bytes per field, last append",
             last["store_bytes"] / last["fields"],
             "bytes/field",
-            anchor=("first quarter", first["store_bytes"] / first["fields"]),
+            anchor=("first append", first["store_bytes"] / first["fields"]),
             ceiling=("raw (compressed) bytes per field", last["raw_bytes"] / last["fields"]),
         )
     )
@@ -519,7 +522,9 @@ def summary_rows(result: dict[str, Any], table: dict[str, list[dict[str, float]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=200, help="fields simulated and run (>= 4)")
-    parser.add_argument("--quick", action="store_true", help="4 fields (one per append), 2 training steps")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 fields in 2 appends, 2 training steps: a smoke run"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("stores/bench-scale"))
     parser.add_argument(
         "--keep", action="store_true", help="keep what an earlier run left, not only the simulated mirror"
@@ -535,16 +540,17 @@ def main() -> None:
         record["summary"] = summary_rows(record, record["per_stage"])
         args.summarise.write_text(json.dumps(record, indent=1) + "\n")
         return
-    fields = 4 if args.quick else args.fields
-    if fields < 4:
-        parser.error("--fields must be at least 4 (four appends)")
+    fields = 2 if args.quick else args.fields
+    n_appends = 2 if args.quick else 4
+    if fields < n_appends:
+        parser.error(f"--fields must be at least {n_appends} (one per append)")
     out = args.out or HERE / "results" / ("scale-quick.json" if args.quick else "scale.json")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("distributed", "sgc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     start = time.perf_counter()
     FILES.install()
-    result = measure(fields, args.workdir, args.keep, 2 if args.quick else 20)
+    result = measure(fields, args.workdir, args.keep, 2 if args.quick else 20, n_appends)
     table = per_field(result)
     record = {
         "command": f"python bench/scale.py {'--quick' if args.quick else f'--fields {fields}'}",
