@@ -224,7 +224,7 @@ def held_out(fields: list[str]) -> list[str]:
     return fields[step // 2 :: step]
 
 
-def appends(n: int, count: int) -> list[int]:
+def append_sizes(n: int, count: int) -> list[int]:
     """Fields given to the run after each of ``count`` equal appends."""
     return [round(n * k / count) for k in range(1, count + 1)]
 
@@ -355,7 +355,7 @@ def _measure(
         test = held_out(names)
         log.info("simulated %d fields in %.0f s; held out: %s", fields, simulate_s, ", ".join(test))
         previous = 0
-        for k, count in enumerate(appends(fields, n_appends), 1):
+        for k, count in enumerate(append_sizes(fields, n_appends), 1):
             cfg = run_config(fields, names[:count], test, workdir, scheduler, steps)
             stages = run_append(cfg, f"append{k}", counter, memory, compute)
             start = time.perf_counter()
