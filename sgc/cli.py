@@ -87,9 +87,25 @@ def _output(quiet: bool, verbose: bool) -> None:
     logger.addHandler(_Terminal(verbose))
 
 
+# What ends a command in one error line rather than a traceback: sgc's own errors, values it refused, and
+# files it could not read or write (a full disk, a path below a regular file, no permission).
+_BAD_INPUT = (SgcError, ValueError, OSError)
+
+
 def _fail(exc: BaseException) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {_one_line(exc)}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=1)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line: an OSError as ``FILE: what``, rather than ``[Errno N] what: 'FILE'``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else "(no file named)"
+        return f"{where}: {exc.strerror}"
+    if isinstance(exc, SgcError):
+        return str(exc)
+    # A library's error: its first line (the rest is often advice or a dump of internals).
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _config(
@@ -104,7 +120,7 @@ def _config(
         data = apply_overrides(load_config_file(path) if path else {}, overrides or [])
         data = merge_settings(merge_settings(data, updates or {}, given_only=True), fixed or {})
         return validate_config(data, str(path) if path else "command line")
-    except SgcError as exc:
+    except _BAD_INPUT as exc:
         raise _fail(exc) from exc
 
 
@@ -133,7 +149,7 @@ def _run_stage(
             for name in (names,) if isinstance(names, str) else names:
                 if not run_stage(STAGES[name], ctx).ok:
                     raise typer.Exit(code=1)
-    except (SgcError, ValueError) as exc:
+    except _BAD_INPUT as exc:
         raise _fail(exc) from exc
 
 
@@ -169,7 +185,7 @@ def run(
     start = time.perf_counter()
     try:
         run_all(cfg)
-    except (SgcError, ValueError) as exc:
+    except _BAD_INPUT as exc:
         raise _fail(exc) from exc
     typer.echo(f"done in {time.perf_counter() - start:.1f} s: outputs in {cfg.paths.out_dir}")
     _say_results(cfg.paths.evaluation, cfg.paths.report)
@@ -207,7 +223,7 @@ def cv(
     start = time.perf_counter()
     try:
         result = cross_validate(cfg, folds, variant=variant)
-    except (SgcError, ValueError) as exc:
+    except _BAD_INPUT as exc:
         raise _fail(exc) from exc
     typer.echo(result.format(), nl=False)
     typer.echo(f"done in {time.perf_counter() - start:.1f} s: {result.out / f'{result.stem}.md'}")
@@ -252,7 +268,7 @@ def tune_command(
         settings = apply_overrides(load_config_file(config), overrides or [])
         options = TuneOptions(trials=trials, parallel=parallel, pruner=pruner, steps=folds, seed=seed)
         result = tune(cfg, CvObjective(folds, metric, method), load_space(space, cfg), options, settings)
-    except (SgcError, ValueError) as exc:
+    except _BAD_INPUT as exc:
         raise _fail(exc) from exc
     typer.echo(result.format(), nl=False)
     typer.echo(f"done in {time.perf_counter() - start:.1f} s: {result.out}")

@@ -665,9 +665,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         ConfigError: naming the file, if it is missing, not YAML, or not a mapping.
     """
     try:
-        loaded = yaml.safe_load(Path(path).read_text())
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: config file does not exist") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path}: is a folder, not a config file") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a YAML config is UTF-8") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if loaded is not None and not isinstance(loaded, dict):

@@ -21,3 +21,17 @@ class InputFileError(SgcError, ValueError):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class OutputFileError(SgcError, OSError):
+    """A file sgc could not write (a full disk, no permission); what was there before is kept.
+
+    Attributes:
+        path: the file that could not be written.
+        reason: why, in words.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

@@ -42,6 +42,7 @@ from sgc.config import (
 )
 from sgc.cube.store import EXCLUDE, LABEL, CubeStore, PredictionStore
 from sgc.errors import SgcError
+from sgc.lock import writer_lock
 from sgc.sdss.discover import Inventory, find_catalogs, find_raw
 from sgc.sdss.names import FieldId
 
@@ -137,6 +138,8 @@ class Stage:
         complete: a direct check of the output, for stages that do not keep records.
         command: whether it has a command of its own (the 2023 recipe's training is part of sgc run only).
         folded: whether its output depends on the split, so that each fold of ``sgc cv`` has its own.
+        writes: the shared output it writes in place (a store, the raw folder), whose writer lock it holds
+            while it runs (:func:`sgc.lock.writer_lock`); None where it writes only files of its own.
     """
 
     name: str
@@ -149,6 +152,7 @@ class Stage:
     complete: Callable[[StageContext], bool] | None = None
     command: bool = True
     folded: bool = False
+    writes: Callable[[StageContext], Path] | None = None
 
     def fingerprint(self, ctx: StageContext) -> str:
         """A digest of the stage's inputs as they are now."""
@@ -201,7 +205,12 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageResult:
     """
     inputs = stage.fingerprint(ctx) if stage.complete is None else None
     log.debug("%s: starting", stage.name)
-    result = stage.run(ctx)
+    # Under torchrun every rank runs the stage as one job: rank 0 alone takes the lock.
+    if stage.writes is None or not is_main_process():
+        result = stage.run(ctx)
+    else:
+        with writer_lock(stage.writes(ctx), f"sgc {stage.name}"):
+            result = stage.run(ctx)
     level = logging.INFO if result.ok else logging.ERROR
     log.log(level, "%s: %s", stage.name, result.summary)
     for line in result.details:
@@ -325,6 +334,9 @@ def _download(ctx: StageContext) -> StageResult:
     line = f"{len(summary.results)} file(s) in {raw}" + (
         f", {failed} failed; rerun to resume" if failed else ""
     )
+    if summary.stopped:
+        line = f"stopped: {summary.stopped}; {failed} of {len(summary.results)} file(s) not fetched"
+
     return StageResult(
         summary.ok, line, {"raw": str(raw), "files": len(summary.results), "failed": failed}, lines
     )
@@ -842,6 +854,7 @@ STAGES: dict[str, Stage] = {
             _download,
             applies=lambda cfg: cfg.source in ("simulate", "sdss"),
             complete=_downloaded,
+            writes=lambda ctx: ctx.paths.raw,
         ),
         Stage(
             "ingest",
@@ -849,6 +862,7 @@ STAGES: dict[str, Stage] = {
             _ingest,
             state=_store_state,
             complete=_ingested,
+            writes=lambda ctx: ctx.paths.store,
         ),
         Stage(
             "stats",
@@ -868,6 +882,7 @@ STAGES: dict[str, Stage] = {
                 "catalogs": _catalog_names(ctx),
             },
             state=_array_state(LABEL),
+            writes=lambda ctx: ctx.paths.store,
         ),
         Stage(
             "exclude",
@@ -876,6 +891,7 @@ STAGES: dict[str, Stage] = {
             after=("ingest",),
             settings=lambda ctx: _held_out(ctx) | {"exclude": ctx.cfg.exclude.model_dump(mode="json")},
             state=_array_state(EXCLUDE),
+            writes=lambda ctx: ctx.paths.store,
         ),
         Stage(
             "split",
@@ -936,6 +952,7 @@ STAGES: dict[str, Stage] = {
             },
             state=lambda ctx: _file_state(_objects_csv(ctx)),
             folded=True,
+            writes=lambda ctx: ctx.paths.predictions,
         ),
         Stage(
             "evaluate",

@@ -37,7 +37,7 @@ from astropy.wcs import WCS
 
 from sgc.cube.store import CubeStore, parse_field_wcs
 from sgc.errors import SgcError
-from sgc.patches.planfile import PatchPlan
+from sgc.patches.planfile import PatchPlan, check_slots
 from sgc.sdss.discover import find_frames
 from sgc.sdss.frames import frame_wcs, read_frame_header
 from sgc.sdss.names import BANDS, FieldId
@@ -148,18 +148,21 @@ def audit_plan(
 
     Raises:
         AuditError: if a held-out field is found neither among the sources nor in the store, or a plan
-            patch lies in a field the store does not hold or outside its grid.
+            patch lies outside the grid.
+        PlanFileError: if a patch's slot in the store does not hold the field the plan names (the loader
+            would read other sky than the plan says).
         DiscoveryError: if a header source does not exist.
     """
     cube = CubeStore.open(store)
-    names = cube.fields
     shape = cube.shape
     table = plan.table
-    _check_patches(table, names, shape, plan.patch)
+    # What the loader will read: each patch from its slot, which must hold the field the plan names.
+    check_slots(plan, cube.fields, store)
+    _check_patches(table, shape, plan.patch)
     regions = held_out_regions(held_out_fields, header_sources, cube) + plan_test_regions(plan, cube)
     tasks, rows_of = [], []
-    for field, rows in plan.field_rows(AUDITED_SPLITS).items():
-        header = cube.wcs_text(names.index(field))
+    for rows in plan.field_rows(AUDITED_SPLITS).values():
+        header = cube.wcs_text(int(table["field_index"][rows[0]]))
         y0, x0 = np.asarray(table["y0"])[rows], np.asarray(table["x0"])[rows]
         tasks.append(dask.delayed(_field_leaks)(header, shape, y0, x0, plan.patch, regions, margin_arcsec))
         rows_of.append(rows)
@@ -229,20 +232,16 @@ def held_out_regions(
 def plan_test_regions(plan: PatchPlan, store: CubeStore) -> list[HeldOutRegion]:
     """The plan's test patches, one region per field holding some, on that field's stored grid."""
     table = plan.table
-    names = store.fields
     shape = store.shape
     regions = []
     for field, rows in plan.field_rows(("test",)).items():
         patches = (np.asarray(table["y0"][rows]), np.asarray(table["x0"][rows]), plan.patch)
-        header = store.wcs_text(names.index(field))
+        header = store.wcs_text(int(table["field_index"][rows[0]]))
         regions.append(HeldOutRegion(f"test patches of {field}", header, shape, patches))
     return regions
 
 
-def _check_patches(table: Table, names: Sequence[str], shape: tuple[int, int], patch: int) -> None:
-    unknown = sorted(set(np.asarray(table["field"]).tolist()) - set(names))
-    if unknown:
-        raise AuditError(f"the plan has patches in fields the store does not hold: {', '.join(unknown)}")
+def _check_patches(table: Table, shape: tuple[int, int], patch: int) -> None:
     y0, x0 = np.asarray(table["y0"]), np.asarray(table["x0"])
     outside = (y0 < 0) | (x0 < 0) | (y0 + patch > shape[0]) | (x0 + patch > shape[1])
     if outside.any():

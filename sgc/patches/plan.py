@@ -100,6 +100,7 @@ def make_plan(store: str | Path, spec: SplitConfig, test_fields: Sequence[str] =
     table = Table({**candidates, **{name: counts[name].astype(np.int32) for name in COUNT_COLUMNS}})[keep]
     if not np.any(table["split"] == "train"):
         raise PlanError(f"{store}: no train patch left (splits: {summary}); check the split and exclusion")
+    _refuse_empty_splits(store, assignment, table, summary)
     plan = PatchPlan(
         table=table,
         patch=spec.patch,
@@ -348,6 +349,21 @@ def _draw_val(fields: Sequence[str], test: Sequence[str], spec: SplitConfig) -> 
     ranked = sorted(pool, key=lambda f: hashlib.sha256(f"{spec.seed}:{f}".encode()).hexdigest())
     drawn = set(ranked[: max(0, min(wanted, len(pool)))])
     return [f for f in fields if f in drawn]
+
+
+def _refuse_empty_splits(
+    store: str | Path, assignment: dict[str, Any], table: Table, summary: dict[str, dict[str, int]]
+) -> None:
+    """Refuse a plan where a split given fields or rows kept no patch (its fields nearly all invalid, say):
+    an empty validation split would pick no checkpoint, an empty test split score nothing."""
+    given = assignment["fields"] if assignment["mode"] == "fields" else assignment["bands"]
+    for split in ("val", "test"):
+        if given.get(split) and not np.any(table["split"] == split):
+            what = ", ".join(given[split]) if assignment["mode"] == "fields" else f"rows {given[split]}"
+            raise PlanError(
+                f"{store}: the {split} split ({what}) kept no patch ({summary.get(split)}): its pixels are "
+                "invalid or excluded; give it other fields (split.val_fields) or re-ingest them"
+            )
 
 
 def _split_fields(assignment: dict[str, Any]) -> list[str]:

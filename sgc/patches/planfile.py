@@ -138,6 +138,42 @@ def band_scaling(
     return (1 / sigma).astype(np.float32), (-median / sigma).astype(np.float32)
 
 
+def check_slots(plan: PatchPlan, store_fields: Sequence[str], store: str | Path) -> None:
+    """Refuse a store whose slots do not hold the fields the plan's patches name.
+
+    A reader takes a patch from slot ``field_index``, and the plan names the patch's field as well. A plan
+    made on one store and used with another that holds other fields, or the same fields in another order,
+    would read other sky than it names, held-out sky included; so every patch's slot must hold its field.
+
+    Args:
+        plan: the plan.
+        store_fields: the store's field ids in slot order.
+        store: the store, for the message.
+
+    Raises:
+        PlanFileError: naming the store, a slot and the two fields where they disagree.
+    """
+    table = plan.table
+    if not len(table):
+        return
+    slots = np.asarray(table["field_index"], dtype=np.int64)
+    names = np.asarray(table["field"]).astype(str)
+    held = np.asarray(list(store_fields), dtype=str)
+    outside = (slots < 0) | (slots >= len(held))
+    wrong = outside.copy()
+    wrong[~outside] = held[slots[~outside]] != names[~outside]
+    if not wrong.any():
+        return
+    k = int(np.flatnonzero(wrong)[0])
+    there = "no field" if outside[k] else f"field {held[slots[k]]}"
+    fields = len(set(names[wrong].tolist()))
+    raise PlanFileError(
+        f"{store}: slot {slots[k]} holds {there}, but the plan puts patches of {names[k]} there "
+        f"({int(wrong.sum())} patch(es) of {fields} field(s) disagree): the plan was made on a store with "
+        f"other fields or another order ({plan.store}); make the plan again on this store (sgc split)"
+    )
+
+
 def holds_objects(table: Table) -> np.ndarray:
     """Per row, whether the patch holds star or galaxy pixels (what oversampling repeats)."""
     return (np.asarray(table["n_star"]) + np.asarray(table["n_galaxy"])) > 0

@@ -49,7 +49,7 @@ from sgc.cube.store import IMAGE, LABEL, CubeStore
 from sgc.errors import SgcError
 from sgc.patches.chunks import ChunkReader
 from sgc.patches.gather import N_SYMMETRIES, chunk_list, gather_patches
-from sgc.patches.planfile import SPLITS, PatchPlan, band_scaling, holds_objects, read_plan
+from sgc.patches.planfile import SPLITS, PatchPlan, band_scaling, check_slots, holds_objects, read_plan
 
 
 class StreamError(SgcError):
@@ -425,7 +425,5 @@ def _check_store(store: str, plan: PatchPlan) -> tuple[np.ndarray, np.ndarray, i
         scale, offset = band_scaling(plan.normalisation, cube.bands)
     except ValueError as exc:
         raise StreamError(f"plan of {plan.store}: {exc}") from exc
-    n_fields = image.shape[0]
-    if len(plan.table) and int(np.max(plan.table["field_index"])) >= n_fields:
-        raise StreamError(f"{store}: has {n_fields} fields, fewer than the plan's field slots")
+    check_slots(plan, cube.fields, store)
     return scale, offset, chunk

@@ -33,7 +33,7 @@ from sgc.atomic import atomic_write, write_json
 from sgc.classes import GALAXY, IGNORE, LABEL_VALUES, STAR
 from sgc.cube.objects import locate_objects
 from sgc.cube.store import EXCLUDE, IMAGE, LABEL, VALID, CubeStore
-from sgc.patches.planfile import SPLITS, PatchPlan
+from sgc.patches.planfile import SPLITS, PatchPlan, check_slots
 from sgc.report.cube_figures import irg_window
 from sgc.report.png import save_png
 from sgc.report.style import CLASS_COLOURS, DPI, SPLIT_COLOURS
@@ -214,6 +214,7 @@ def patch_label_figure(store: str | Path, plan: PatchPlan, out: str | Path, row:
         row = int(pool[max(range(len(pool)), key=score.__getitem__)])
     patch = table[row]
     cube = CubeStore.open(store)
+    check_slots(plan, cube.fields, store)
     slot, y0, x0, p = int(patch["field_index"]), int(patch["y0"]), int(patch["x0"]), plan.patch
     window = (slice(y0, y0 + p), slice(x0, x0 + p))
     label = cube[LABEL][slot, window[0], window[1]]

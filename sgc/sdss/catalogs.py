@@ -28,6 +28,7 @@ learn from. A calibObj file without ``OBJC_TYPE`` takes its class from its name 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,6 +41,8 @@ from astropy.table import Table, vstack
 from sgc.errors import InputFileError
 from sgc.sdss.fitsfile import open_hdul
 from sgc.sdss.names import BANDS, PIXEL_SCALE_ARCSEC, FieldId, FieldIdError
+
+log = logging.getLogger(__name__)
 
 CatalogFormat = Literal["calibObj", "photoObj", "table"]
 CATALOG_FORMATS: tuple[str, ...] = ("calibObj", "photoObj", "table")
@@ -83,7 +86,8 @@ def read_catalog(path: str | Path, kind: CatalogFormat | None = None) -> Table:
 
     Returns:
         The table described in the module docstring, stars and galaxies only, in file order.
-        ``meta`` holds ``path``, ``kind`` and ``dropped`` (rows of other object types).
+        ``meta`` holds ``path``, ``kind``, ``dropped`` (rows of other object types, and stars and
+        galaxies without a finite RA/DEC) and ``unplaced`` (those last, which are logged as a warning).
 
     Raises:
         InputFileError: naming the file, if it is unreadable or not FITS, holds no table, lacks RA/DEC,
@@ -102,9 +106,26 @@ def read_catalog(path: str | Path, kind: CatalogFormat | None = None) -> Table:
         kind = kind or detect_kind(columns, path)
         object_type = _object_type(data, columns, kind, path)
         keep = (object_type == STAR_TYPE) | (object_type == GALAXY_TYPE)
+        placed = _placed(data, columns)
+        unplaced = int(np.count_nonzero(keep & ~placed))
+        if unplaced:
+            # One rule for every stage that reads a catalogue: an object without a position on the sky
+            # cannot be painted, counted or matched, so it is dropped here, and said so.
+            log.warning("%s: %d star/galaxy row(s) without a finite RA/DEC dropped", path, unplaced)
+        keep &= placed
         table = _catalog_table(data, columns, keep, object_type, path)
-    table.meta.update(path=str(path), kind=kind, dropped=int(keep.size - np.count_nonzero(keep)))
+    table.meta.update(
+        path=str(path), kind=kind, dropped=int(keep.size - np.count_nonzero(keep)), unplaced=unplaced
+    )
     return table
+
+
+def _placed(data: fits.FITS_rec, columns: dict[str, str]) -> np.ndarray:
+    """Per row, whether RA and DEC are finite and DEC lies within [-90, 90] degrees."""
+    ra = np.asarray(_column(data, columns, "RA"), dtype=np.float64)
+    dec = np.asarray(_column(data, columns, "DEC"), dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
 
 
 def read_catalogs(paths: Iterable[str | Path]) -> Table:

@@ -10,7 +10,10 @@ a file changed since (another size or time) is verified again.
 
 Transient failures (timeouts, dropped connections, short bodies, 5xx answers, a body that fails
 verification) are retried with exponential back-off; a 4xx answer is final at once. Failures never
-stop the other files: they end up in the :class:`DownloadSummary`.
+stop the other files: they end up in the :class:`DownloadSummary`. Two things stop the whole download:
+the host failing to answer a connection :data:`UNREACHABLE_IN_A_ROW` times in a row (no network: every
+file would fail the same way, slowly), and Ctrl-C, which returns at once, leaving each transfer in flight
+as a ``.part`` that the next run resumes.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import queue
 import random
 import re
 import shutil
-import time
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -51,6 +54,8 @@ _MAX_DELAY_S = 60.0
 _MAGIC = {".bz2": (b"BZh", "bzip2"), ".gz": (b"\x1f\x8b", "gzip")}
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-")
 VERIFIED = ".sgc-verified.json"  # at the download root: {relative path: [size, mtime_ns]}
+# Connections refused, hosts not found or not answering, in a row over all files, that stop the download.
+UNREACHABLE_IN_A_ROW = 3
 
 
 class PlannedFile(NamedTuple):
@@ -85,6 +90,7 @@ class DownloadSummary:
 
     out_dir: Path
     results: list[FileResult]
+    stopped: str | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -103,15 +109,42 @@ class DownloadSummary:
 
     def format(self) -> str:
         """A human summary: files and bytes per status, then each failed file with its reason."""
-        lines = [f"{'status':<12}{'files':>7}{'bytes':>12}"]
+        lines = [f"stopped: {self.stopped}"] if self.stopped else []
+        lines.append(f"{'status':<12}{'files':>7}{'bytes':>12}")
         for status in STATUSES:
             files = [r for r in self.results if r.status == status]
             size = format_size(sum(r.bytes for r in files))
             lines.append(f"{status:<12}{len(files):>7}{size:>12}")
-        if self.failed:
+        tried = [r for r in self.failed if r.attempts]
+        if tried:
             lines.append(f"failed files (below {self.out_dir}):")
-            lines += [f"  {r.path.relative_to(self.out_dir)}: {r.error}" for r in self.failed]
+            lines += [f"  {r.path.relative_to(self.out_dir)}: {r.error}" for r in tried]
+        if len(tried) < len(self.failed):
+            lines.append(f"{len(self.failed) - len(tried)} file(s) not tried")
         return "\n".join(lines)
+
+
+class _Reachability:
+    """Connections that failed in a row, over every file; reaching the limit stops the download."""
+
+    def __init__(self, limit: int, stop: threading.Event) -> None:
+        self.limit = limit
+        self.stop = stop
+        self.why: str | None = None
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    def answered(self) -> None:
+        with self._lock:
+            self._failures = 0
+
+    def failed(self, url: str, error: str) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._failures >= self.limit and self.why is None:
+                host = urlsplit(url).netloc
+                self.why = f"{host} cannot be reached ({error}, {self._failures} times in a row)"
+                self.stop.set()
 
 
 @dataclass(frozen=True)
@@ -121,6 +154,8 @@ class _Options:
     backoff: float
     verified: dict[str, list[int]]  # files verified before, as in VERIFIED
     root: Path
+    stop: threading.Event  # set on Ctrl-C, or when the host cannot be reached
+    reach: _Reachability
 
 
 class _RetryableError(Exception):
@@ -129,6 +164,10 @@ class _RetryableError(Exception):
 
 class _PermanentError(Exception):
     """A failure that asking again will not fix (a 4xx answer, a missing local file)."""
+
+
+class _UnreachableError(_RetryableError):
+    """No connection at all: the host is not found, refuses, or does not answer."""
 
 
 def plan_downloads(
@@ -228,12 +267,15 @@ def fetch_files(
     dests = [item.dest for item in checked]
     if len(set(dests)) != len(dests):
         raise ValueError("the download plan lists a destination twice")
-    opts = _Options(retries, timeout, backoff, _read_verified(root), root)
+    stop = threading.Event()
+    reach = _Reachability(UNREACHABLE_IN_A_ROW, stop)
+    opts = _Options(retries, timeout, backoff, _read_verified(root), root, stop, reach)
     try:
         results = _run_parallel(checked, opts, jobs)
     finally:
+        stop.set()  # after Ctrl-C: workers still in flight start nothing more
         _write_verified(root, opts.verified)  # also after Ctrl-C: what was verified stays known
-    return DownloadSummary(root, results)
+    return DownloadSummary(root, results, reach.why)
 
 
 def _read_verified(root: Path) -> dict[str, list[int]]:
@@ -259,25 +301,55 @@ def _write_verified(root: Path, verified: dict[str, list[int]]) -> None:
 
 
 def _run_parallel(plan: list[PlannedFile], opts: _Options, jobs: int) -> list[FileResult]:
+    """Fetch the files on ``jobs`` threads; files not started when the download stops are failed, untried.
+
+    The threads are daemons, not a ThreadPoolExecutor's, which the interpreter joins at exit: after Ctrl-C
+    this returns at once, whatever a transfer in flight is waiting for, and the process can exit; what a
+    transfer had written stays in its ``.part``.
+    """
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(plan)):
+        todo.put(i)
+    done: queue.SimpleQueue[tuple[int, FileResult | BaseException]] = queue.SimpleQueue()
+
+    def work() -> None:
+        while not opts.stop.is_set():
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((i, _fetch_one(plan[i], opts)))
+            except BaseException as exc:  # a bug, not a failed file: raised again in the caller's thread
+                done.put((i, exc))
+
+    workers = [
+        threading.Thread(target=work, name=f"sgc-download-{k}", daemon=True)
+        for k in range(min(jobs, len(plan)))
+    ]
+    for worker in workers:
+        worker.start()
     results: dict[int, FileResult] = {}
     total_bytes = failed = 0
-    with (
-        progress.bar(total=len(plan), unit="file", desc="download") as bar,
-        ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sgc-download") as pool,
-    ):
-        futures = {pool.submit(_fetch_one, item, opts): i for i, item in enumerate(plan)}
-        try:
-            for future in as_completed(futures):
-                result = results[futures[future]] = future.result()
-                total_bytes += result.bytes
-                failed += result.status == "failed"
-                bar.update()
-                bar.set_postfix(size=format_size(total_bytes), failed=failed)
-        except BaseException:
-            # On Ctrl-C do not start the queued files; those in flight keep their .part for a later resume.
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    return [results[i] for i in range(len(plan))]
+    with progress.bar(total=len(plan), unit="file", desc="download") as bar:
+        while len(results) < len(plan) and (any(w.is_alive() for w in workers) or not done.empty()):
+            try:
+                i, result = done.get(timeout=0.2)  # a short wait, so that Ctrl-C is seen at once
+            except queue.Empty:
+                continue
+            if isinstance(result, BaseException):
+                opts.stop.set()
+                raise result
+            results[i] = result
+            total_bytes += result.bytes
+            failed += result.status == "failed"
+            bar.update()
+            bar.set_postfix(size=format_size(total_bytes), failed=failed)
+    why = opts.reach.why or "the download was stopped"
+    return [
+        results.get(i) or FileResult(item.dest, "failed", 0, 0, f"not tried: {why}")
+        for i, item in enumerate(plan)
+    ]
 
 
 def _fetch_one(item: PlannedFile, opts: _Options) -> FileResult:
@@ -289,18 +361,27 @@ def _fetch_one(item: PlannedFile, opts: _Options) -> FileResult:
     part = dest.with_name(dest.name + ".part")
     error = ""
     for attempt in range(1, opts.retries + 2):
+        if opts.stop.is_set():
+            why = opts.reach.why or "the download was stopped"
+            return FileResult(dest, "failed", 0, attempt - 1, f"{error}; not retried: {why}".lstrip("; "))
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             _transfer(item.url, part, opts.timeout)
+            opts.reach.answered()
             _verify(part, dest.name)
             os.replace(part, dest)  # atomic: the final path only ever holds a verified file
             opts.verified[key] = _stamp(dest)
         except _PermanentError as exc:
+            opts.reach.answered()
             return FileResult(dest, "failed", 0, attempt, str(exc))
         except InputFileError as exc:
             part.unlink(missing_ok=True)  # a wrong body cannot be resumed: start the next attempt afresh
             error = f"verification failed: {exc.reason}"
+        except _UnreachableError as exc:
+            error = str(exc)
+            opts.reach.failed(item.url, error)
         except _RetryableError as exc:
+            opts.reach.answered()
             error = str(exc)
         except OSError as exc:  # network errors became _RetryableError in _transfer: this one is local
             return FileResult(dest, "failed", 0, attempt, f"local file error ({exc})")
@@ -308,7 +389,7 @@ def _fetch_one(item: PlannedFile, opts: _Options) -> FileResult:
             return FileResult(dest, "downloaded", dest.stat().st_size, attempt)
         if attempt <= opts.retries:
             logger.info("%s: attempt %d failed (%s); retrying", dest.name, attempt, error)
-            time.sleep(_retry_delay(opts.backoff, attempt))
+            opts.stop.wait(_retry_delay(opts.backoff, attempt))
     return FileResult(
         dest, "failed", 0, opts.retries + 1, f"{error} (gave up after {opts.retries + 1} attempts)"
     )
@@ -366,6 +447,10 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
     except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         text = "timed out" if isinstance(reason, TimeoutError) else f"network error ({reason})"
+        # urlopen wraps what fails before any answer (name lookup, connect) in URLError; failures while
+        # reading an answer come bare.
+        if isinstance(exc, urllib.error.URLError) and isinstance(reason, OSError):
+            raise _UnreachableError(f"no connection: {text}") from exc
         raise _RetryableError(text) from exc
 
 

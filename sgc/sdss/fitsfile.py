@@ -8,7 +8,6 @@ everywhere: an :class:`~sgc.errors.InputFileError` naming the file.
 from __future__ import annotations
 
 import bz2
-import gzip
 import hashlib
 import zlib
 from pathlib import Path
@@ -24,37 +23,164 @@ _FITS_MAGIC = b"SIMPLE  ="
 _FITS_BLOCK = 2880
 
 
+# A header longer than this is not a header (SDSS frames have 3-4 blocks of header, calibObj files ~30).
+_MAX_HEADER_BLOCKS = 1000
+# Decompressed bytes asked for at once while the FITS structure's size is not yet known.
+_STEP = 1 << 22
+
+
 def decompress(data: bytes, path: str | Path) -> bytes:
     """Return the payload of ``data``, decompressing a complete bzip2 or gzip stream.
 
-    The compression is told from the magic bytes, not the file name.
+    The compression is told from the magic bytes, not the file name. A compressed payload is decompressed
+    only as far as the FITS headers in it announce: its first block must start a FITS header, and
+    decompressing stops, with an error, where the stream holds more than the headers announce (a few
+    hundred bytes of bzip2 can hold gigabytes of zeros), so memory stays bounded by the FITS file's size.
 
     Args:
         data: the file's bytes.
         path: the file the bytes came from, for error messages.
 
     Raises:
-        InputFileError: if the stream is truncated or corrupt.
+        InputFileError: if the stream is truncated or corrupt, does not hold FITS, or holds more than its
+            FITS headers announce.
     """
     if data.startswith(_BZ2_MAGIC):
-        return _bunzip2(data, path)
+        return _inflate(_Bunzip2(), data, path, "bzip2")
     if data.startswith(_GZIP_MAGIC):
-        try:
-            return gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise InputFileError(path, f"gzip stream is truncated or corrupt ({exc})") from exc
+        return _inflate(_Gunzip(), data, path, "gzip")
     return data
 
 
-def _bunzip2(data: bytes, path: str | Path) -> bytes:
-    decomp = bz2.BZ2Decompressor()
-    try:
-        out = decomp.decompress(data)
-    except (OSError, ValueError) as exc:
-        raise InputFileError(path, f"bzip2 stream is corrupt ({exc})") from exc
-    if not decomp.eof:
-        raise InputFileError(path, "bzip2 stream is truncated (no end-of-stream marker)")
-    return out
+class _Bunzip2:
+    """bzip2 decompression in bounded steps."""
+
+    errors = (OSError, ValueError, EOFError)
+
+    def __init__(self) -> None:
+        self._d = bz2.BZ2Decompressor()
+
+    def step(self, data: bytes, max_length: int) -> bytes:
+        return self._d.decompress(data, max_length)
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+
+class _Gunzip:
+    """gzip decompression in bounded steps (zlib with a gzip header; zlib keeps unread input itself)."""
+
+    errors = (zlib.error, OSError, EOFError)
+
+    def __init__(self) -> None:
+        self._d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+    def step(self, data: bytes, max_length: int) -> bytes:
+        return self._d.decompress(self._d.unconsumed_tail + data, max_length)
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+
+def _inflate(decompressor: _Bunzip2 | _Gunzip, data: bytes, path: str | Path, kind: str) -> bytes:
+    """Decompress ``data`` no further than the FITS structure inside announces."""
+    out = bytearray()
+    pending = data
+    while True:
+        if len(out) >= len(_FITS_MAGIC) and not out.startswith(_FITS_MAGIC):
+            check_fits_bytes(bytes(out[:512]), path)  # names what it is (an HTML page, say)
+        bound, known = fits_extent(out)
+        if len(out) > bound:
+            what = f"announce {bound} bytes" if known else "are not complete by then"
+            raise InputFileError(
+                path,
+                f"{kind} stream holds more than a FITS file: over {len(out)} bytes decompressed, its FITS "
+                f"headers {what} (a decompression bomb, or not FITS)",
+            )
+        if decompressor.eof:
+            break
+        # One block past the announced end, to see whether the stream goes on beyond it.
+        want = (bound - len(out) + _FITS_BLOCK) if known else _STEP
+        try:
+            chunk = decompressor.step(pending, max(want, _FITS_BLOCK))
+        except decompressor.errors as exc:
+            raise InputFileError(path, f"{kind} stream is corrupt ({exc})") from exc
+        pending = b""
+        if not chunk and not decompressor.eof:
+            raise InputFileError(path, f"{kind} stream is truncated (no end-of-stream marker)")
+        out += chunk
+    return bytes(out)
+
+
+def fits_extent(payload: bytes | bytearray) -> tuple[int, bool]:
+    """How many bytes the FITS structure at the start of ``payload`` needs, as far as its headers tell.
+
+    Walks the HDUs: each header (2880-byte blocks up to the ``END`` card) announces its data's size. Where
+    the next HDU does not start with ``XTENSION`` the file ends. Where a header is not yet complete in
+    ``payload``, the bound is one block past what is there.
+
+    Returns:
+        ``(bytes, known)``: the size of the whole structure and True when every header was complete; else
+        a lower bound (what a larger payload must at least reach) and False.
+    """
+    view = memoryview(payload)
+    pos = 0
+    while True:
+        if len(view) <= pos:
+            # An HDU may start here: the file either ends or goes on; ask for one more block to tell.
+            return pos + (_FITS_BLOCK if pos == 0 else 0), pos > 0
+        first = bytes(view[pos : pos + 9])
+        expected = _FITS_MAGIC if pos == 0 else b"XTENSION="
+        if len(first) < 9:
+            return pos + _FITS_BLOCK, False
+        if first != expected:
+            return pos, True
+        cards, blocks = _header_cards(view, pos)
+        if cards is None:
+            if blocks > _MAX_HEADER_BLOCKS:
+                return pos + _MAX_HEADER_BLOCKS * _FITS_BLOCK, True
+            return pos + (blocks + 1) * _FITS_BLOCK, False
+        size = _data_bytes(cards)
+        pos += blocks * _FITS_BLOCK + -(-size // _FITS_BLOCK) * _FITS_BLOCK
+
+
+def _header_cards(view: memoryview, pos: int) -> tuple[dict[str, str] | None, int]:
+    """The header starting at ``pos``: its cards up to ``END`` and its length in blocks, or None and the
+    blocks present when ``END`` is not there yet."""
+    cards: dict[str, str] = {}
+    blocks = 0
+    while pos + (blocks + 1) * _FITS_BLOCK <= len(view) and blocks <= _MAX_HEADER_BLOCKS:
+        block = bytes(view[pos + blocks * _FITS_BLOCK : pos + (blocks + 1) * _FITS_BLOCK])
+        blocks += 1
+        for k in range(0, _FITS_BLOCK, 80):
+            key = block[k : k + 8].decode("ascii", "replace").strip()
+            if key == "END":
+                return cards, blocks
+            if block[k + 8 : k + 10] == b"= ":
+                cards[key] = block[k + 10 : k + 80].split(b"/")[0].decode("ascii", "replace").strip()
+    return None, blocks
+
+
+def _data_bytes(cards: dict[str, str]) -> int:
+    """Bytes of data an HDU's header announces: |BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1 * ... * NAXISn)."""
+
+    def number(key: str, default: int) -> int:
+        try:
+            return int(float(cards.get(key, default)))
+        except ValueError:
+            return default
+
+    naxis = number("NAXIS", 0)
+    if naxis <= 0:
+        return 0
+    pixels = 1
+    for n in range(1, naxis + 1):
+        pixels *= max(number(f"NAXIS{n}", 0), 0)
+    return (
+        abs(number("BITPIX", 8)) // 8 * max(number("GCOUNT", 1), 1) * (max(number("PCOUNT", 0), 0) + pixels)
+    )
 
 
 def _bz2_stream_complete(data: bytes) -> bool:

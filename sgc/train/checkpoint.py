@@ -11,6 +11,7 @@ pixels, the patch size and the sgc version), so :func:`load_model` needs neither
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 import re
@@ -23,14 +24,16 @@ import torch
 
 from sgc.atomic import atomic_write
 from sgc.config import ModelConfig
-from sgc.errors import InputFileError
+from sgc.errors import InputFileError, OutputFileError
 from sgc.model.unet import UNet
 from sgc.patches.planfile import band_scaling
 
 INFERENCE_KEY = "inference"
 
-# torch wraps the unpickler's own complaint in advice this project must not follow (load unsafely).
-_REFUSAL = re.compile(r"WeightsUnpickler error: (.*?)(?:\.\s+Please|\n|$)")
+# torch wraps the unpickler's complaint in advice this project must not follow (load unsafely), worded
+# differently from one torch release to the next; what they share is the opening and the global named.
+_REFUSED = re.compile(r"weights[ _]only", re.IGNORECASE)
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -42,10 +45,23 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
     Returns:
         The path written.
+
+    Raises:
+        OutputFileError: if the file cannot be written (a full disk, say); a checkpoint already at
+            ``path`` is kept as it was.
     """
     path = Path(path)
-    with atomic_write(path) as f:
-        torch.save(state, f)
+    # Serialised in memory first: torch's writer turns a failed write into an opaque RuntimeError, while
+    # writing the bytes ourselves gives the OSError (a full disk, say) that says what happened.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    try:
+        with atomic_write(path) as f:
+            f.write(buffer.getbuffer())
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        kept = "the checkpoint there before is kept" if path.exists() else "nothing was written"
+        raise OutputFileError(path, f"cannot be written ({reason}); {kept}") from exc
     return path
 
 
@@ -60,7 +76,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         The saved dict.
 
     Raises:
-        InputFileError: the file is missing, truncated, corrupt, holds objects that ``weights_only``
+        InputFileError: the file is missing, truncated, corrupt, holds code or objects that ``weights_only``
             loading refuses, or does not hold a dict.
     """
     path = Path(path)
@@ -140,10 +156,15 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
 
 def _load_failure_reason(exc: Exception) -> str:
     """Words for why torch.load failed, without torch's advice to retry with weights_only=False."""
-    refusal = _REFUSAL.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
-    if refusal:
-        return f"holds objects that weights_only loading refuses ({refusal.group(1)})"
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and _REFUSED.search(text):
+        named = _GLOBAL.search(text)
+        what = f" ({named.group(1)})" if named else ""
+        return (
+            f"holds Python code or objects{what}, not only weights: it was not loaded, since loading it "
+            "would run code from the file (sgc's checkpoints hold only tensors and plain values)"
+        )
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
     return f"checkpoint is truncated or corrupt ({type(exc).__name__}: {first_line})"
 
 

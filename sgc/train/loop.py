@@ -70,6 +70,10 @@ class TrainError(SgcError):
     """A training run that cannot start or go on as asked."""
 
 
+class NonFiniteLossError(ArithmeticError):
+    """A batch whose loss is NaN or infinite: stepping on it would turn every weight into NaN."""
+
+
 @dataclass
 class TrainResult:
     """What a training run did.
@@ -78,9 +82,11 @@ class TrainResult:
         run_dir: the run's folder.
         epochs: epochs completed, counting those before a resume.
         best_epoch: the epoch of ``best.pt`` (-1 if none was scored).
-        best_score: its validation F1 (mean of star and galaxy).
+        best_score: its validation F1 (mean of star and galaxy); without a validation split, its train
+            loss negated (what chose it).
         stopped_early: whether early stopping ended the run.
         history: one dict of logged scalars per epoch run by this call.
+        validated: whether the plan has a validation split.
     """
 
     run_dir: Path
@@ -89,16 +95,20 @@ class TrainResult:
     best_score: float
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)
+    validated: bool = True
 
     def format(self) -> str:
         """A line for the terminal."""
         if self.best_epoch < 0:
             return f"{self.run_dir}: {self.epochs} epochs, nothing scored"
         how = "stopped early" if self.stopped_early else "done"
-        return (
-            f"{self.run_dir}: {self.epochs} epochs ({how}); best validation F1 (star, galaxy) "
-            f"{self.best_score:.3f} at epoch {self.best_epoch} -> {self.run_dir / BEST}"
+        best = (
+            f"best validation F1 (star, galaxy) {self.best_score:.3f}"
+            if self.validated
+            else f"no validation split: lowest train loss {-self.best_score:.4f}"
         )
+        best += f" at epoch {self.best_epoch} -> {self.run_dir / BEST}"
+        return f"{self.run_dir}: {self.epochs} epochs ({how}); {best}"
 
 
 @dataclass
@@ -174,6 +184,9 @@ def train_step(
         clip: largest gradient norm; 0 leaves the gradients alone.
         amp: the autocast dtype, None for full precision.
         scaler: a gradient scaler (fp16, whose small gradients would underflow unscaled), or None.
+
+    Raises:
+        NonFiniteLossError: if the batch's loss is NaN or infinite; the weights are left untouched.
     """
     image, label = on_device(batch, device)
     model.train()
@@ -181,6 +194,9 @@ def train_step(
     with autocast(device, amp):
         logits = model(image)
     loss = loss_fn(logits.float(), label)
+    # Before the backward pass, so that no rank enters DDP's gradient reduction with a ruined batch.
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"the loss is {float(loss)}")
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
@@ -321,6 +337,7 @@ class _Trainer:
             self.state.best_score,
             stopped_early=self.state.epoch + 1 < self.cfg.epochs,
             history=history,
+            validated=len(self.plan.rows("val")) > 0,
         )
 
     def _epoch(self, epoch: int) -> dict[str, float]:
@@ -328,18 +345,21 @@ class _Trainer:
         self.train_stream.set_epoch(epoch)
         losses = torch.zeros(2, dtype=torch.float64)
         bar = progress.bar(total=self.steps, desc=f"epoch {epoch}", leave=False, shown=self.info.is_main)
-        for batch in itertools.islice(self.train_loader, self.steps):
-            loss = train_step(
-                self.net,
-                batch,
-                self.loss_fn,
-                self.optimizer,
-                self.scheduler,
-                self.info.device,
-                self.cfg.clip,
-                self.amp,
-                self.scaler,
-            )
+        for step, batch in enumerate(itertools.islice(self.train_loader, self.steps)):
+            try:
+                loss = train_step(
+                    self.net,
+                    batch,
+                    self.loss_fn,
+                    self.optimizer,
+                    self.scheduler,
+                    self.info.device,
+                    self.cfg.clip,
+                    self.amp,
+                    self.scaler,
+                )
+            except NonFiniteLossError as exc:
+                raise self._ruined(f"epoch {epoch}, step {step}: {exc}") from None
             losses += torch.tensor([loss * len(batch[1]), len(batch[1])], dtype=torch.float64)
             bar.update()
             bar.set_postfix(loss=f"{loss:.4f}")
@@ -358,6 +378,8 @@ class _Trainer:
         # The bare model: DDP's forward may broadcast buffers, a collective that ranks with fewer
         # validation batches would never join.
         loss, matrix = evaluate(self.model, self.val_loader, self.loss_fn, self.info.device, self.amp)
+        if not math.isfinite(loss):
+            raise self._ruined(f"validation loss {loss}")
         scores = matrix.per_class()
         row = {"val_loss": loss, "val_f1": matrix.macro_f1()}
         row.update({f"val_f1_{name}": scores[name]["f1"] for name in CLASS_NAMES})
@@ -382,6 +404,15 @@ class _Trainer:
         self._save(self.run_dir / LAST)
         if improved and self.info.is_main:
             _copy_atomic(self.run_dir / LAST, self.run_dir / BEST)
+
+    def _ruined(self, what: str) -> TrainError:
+        """The error that stops a run at a non-finite loss, before anything is saved from it."""
+        last = self.run_dir / LAST
+        kept = f"{last} (epoch {self.state.epoch}) is kept" if last.exists() else "no checkpoint was written"
+        return TrainError(
+            f"{self.run_dir}: {what}; stopped before saving it: {kept}. Pixels that are not finite reached "
+            f"the model (a damaged chunk in {self.store}?), or the learning rate ({self.cfg.lr}) is too high"
+        )
 
     def _save(self, path: Path) -> None:
         if not self.info.is_main:
