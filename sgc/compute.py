@@ -19,11 +19,14 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 
 from sgc.config import ComputeConfig
+
+if TYPE_CHECKING:
+    from dask.distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,7 @@ class Compute:
                 Client(cluster, set_as_default=False) as client,
             ):
                 log.info("dask: in this process")
+                _quiet_task_failures(client)
                 yield client
             return
         with (
@@ -119,7 +123,19 @@ class Compute:
             )
         with cluster, Client(cluster, set_as_default=False) as client:
             log.info("dask: %d local worker(s), dashboard %s", self.cfg.workers, client.dashboard_link)
+            _quiet_task_failures(client)
             yield client
+
+
+def _quiet_task_failures(client: Client) -> None:
+    """Keep the workers sgc starts from logging each failed task's traceback: the failure reaches sgc, which
+    reports it in one line (and the traceback is what ``--verbose`` is for)."""
+    if not log.isEnabledFor(logging.DEBUG):
+        client.run(_silence_worker_log)
+
+
+def _silence_worker_log() -> None:
+    logging.getLogger("distributed.worker").setLevel(logging.CRITICAL)
 
 
 @contextlib.contextmanager

@@ -40,6 +40,7 @@ from sgc.config import (
     save_config,
     validate_config,
 )
+from sgc.cube.damage import damage_error, is_decode_error
 from sgc.cube.store import EXCLUDE, LABEL, CubeStore, PredictionStore
 from sgc.errors import SgcError
 from sgc.lock import writer_lock
@@ -205,12 +206,7 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageResult:
     """
     inputs = stage.fingerprint(ctx) if stage.complete is None else None
     log.debug("%s: starting", stage.name)
-    # Under torchrun every rank runs the stage as one job: rank 0 alone takes the lock.
-    if stage.writes is None or not is_main_process():
-        result = stage.run(ctx)
-    else:
-        with writer_lock(stage.writes(ctx), f"sgc {stage.name}"):
-            result = stage.run(ctx)
+    result = _carry_out(stage, ctx)
     level = logging.INFO if result.ok else logging.ERROR
     log.log(level, "%s: %s", stage.name, result.summary)
     for line in result.details:
@@ -228,6 +224,20 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageResult:
         with atomic_write(record_path(ctx.paths, stage.name), "w", sync=False) as f:
             f.write(json.dumps(_jsonable(record), indent=1) + "\n")
     return result
+
+
+def _carry_out(stage: Stage, ctx: StageContext) -> StageResult:
+    """Run the stage, holding the lock of what it writes; a chunk that does not decode is named."""
+    try:
+        # Under torchrun every rank runs the stage as one job: rank 0 alone takes the lock.
+        if stage.writes is None or not is_main_process():
+            return stage.run(ctx)
+        with writer_lock(stage.writes(ctx), f"sgc {stage.name}"):
+            return stage.run(ctx)
+    except Exception as exc:
+        if isinstance(exc, SgcError) or not is_decode_error(exc):
+            raise
+        raise damage_error([ctx.paths.store, ctx.paths.predictions], exc) from exc
 
 
 def run_all(cfg: RunConfig) -> list[StageResult]:

@@ -25,6 +25,8 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
+from sgc.errors import InputFileError
+
 
 class ChunkReader:
     """Reads whole chunks of one Zarr array into chunk-shaped buffers.
@@ -60,7 +62,12 @@ class ChunkReader:
         try:
             with open(path, "rb", buffering=0) as handle:
                 if self._blosc:
-                    numcodecs.blosc.decompress(handle.read(), out)
+                    try:
+                        numcodecs.blosc.decompress(handle.read(), out)
+                    except (RuntimeError, ValueError) as exc:
+                        raise InputFileError(
+                            path, f"chunk cannot be decoded ({exc}): the store is damaged"
+                        ) from exc
                     return
                 if handle.readinto(memoryview(out).cast("B")) != out.nbytes:
                     raise OSError(f"{path}: chunk file is shorter than its {out.nbytes} bytes")
