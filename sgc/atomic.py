@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from sgc.errors import OutputFileError
+
 # The process's umask, read once at import (setting it is the only way to read it, and not thread-safe):
 # mkstemp makes files private (0600), and a file sgc writes should get what the user's umask gives.
 _UMASK = os.umask(0o022)
@@ -48,6 +50,21 @@ def atomic_write(path: str | Path, mode: str = "wb", sync: bool = True, **open_a
         raise
     if sync:
         _fsync_dir(path.parent)
+
+
+def check_folders_above(path: str | Path) -> None:
+    """Refuse a path below a regular file, which no folder can be created for, naming the file.
+
+    Raises:
+        OutputFileError: naming the file that stands where a folder above ``path`` would be.
+    """
+    for parent in Path(path).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputFileError(
+                    parent, f"is a file, not a folder, so {path} cannot be written below it"
+                )
+            return
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sgc.atomic import check_folders_above
+
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +40,7 @@ def writer_lock(output: str | Path, what: str) -> Iterator[None]:
         output: the store or folder about to be written (it need not exist yet).
         what: who holds the lock, for the message another writer sees (``sgc ingest``, say).
     """
+    check_folders_above(output)
     output = Path(output).resolve()
     path = lock_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)

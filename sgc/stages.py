@@ -16,6 +16,7 @@ simulated, downloaded, every field ingested), since those are cheap to check and
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from sgc.config import (
 )
 from sgc.cube.damage import damage_error, is_decode_error
 from sgc.cube.store import EXCLUDE, LABEL, CubeStore, PredictionStore
-from sgc.errors import SgcError
+from sgc.errors import OutputFileError, SgcError
 from sgc.lock import writer_lock
 from sgc.sdss.discover import Inventory, find_catalogs, find_raw
 from sgc.sdss.names import FieldId
@@ -226,6 +227,10 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageResult:
     return result
 
 
+# errno values of a write that found no room: a full disk, a quota, a file size limit, a read-only disk.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
 def _carry_out(stage: Stage, ctx: StageContext) -> StageResult:
     """Run the stage, holding the lock of what it writes; a chunk that does not decode is named."""
     try:
@@ -234,6 +239,14 @@ def _carry_out(stage: Stage, ctx: StageContext) -> StageResult:
             return stage.run(ctx)
         with writer_lock(stage.writes(ctx), f"sgc {stage.name}"):
             return stage.run(ctx)
+    except OSError as exc:
+        # A write that failed for want of room names no file (zarr and file objects drop the name).
+        if isinstance(exc, SgcError) or exc.filename is not None or exc.errno not in _NO_ROOM:
+            raise
+        target = stage.writes(ctx) if stage.writes is not None else ctx.paths.out_dir
+        raise OutputFileError(
+            target, f"cannot be written ({exc.strerror}); {stage.name} stopped: rerun it once there is room"
+        ) from exc
     except Exception as exc:
         if isinstance(exc, SgcError) or not is_decode_error(exc):
             raise

@@ -41,6 +41,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from sgc.atomic import check_folders_above
 from sgc.classes import IGNORE
 from sgc.config import IngestConfig
 from sgc.errors import SgcError
@@ -169,6 +170,7 @@ class FieldStore:
         path = Path(path)
         if path.exists():
             raise StoreError(f"{path}: already exists")
+        check_folders_above(path)
         group = zarr.open_group(path, mode="w-", zarr_format=3)
         for name in (WCS_HEADER, FIELD):
             group.create_array(name, shape=(0,), chunks=(1,), dtype=str, dimension_names=[FIELD])

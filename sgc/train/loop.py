@@ -196,7 +196,7 @@ def train_step(
     loss = loss_fn(logits.float(), label)
     # Before the backward pass, so that no rank enters DDP's gradient reduction with a ruined batch.
     if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"the loss is {float(loss)}")
+        raise NonFiniteLossError(f"the loss is {float(loss.detach())}")
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
