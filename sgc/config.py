@@ -113,6 +113,9 @@ class IngestConfig(_Strict):
     align_method: AlignMethod = Field(
         "stars", description="'wcs': resample from the WCS alone; 'stars': refine the WCS with the stars"
     )
+    min_valid_fraction: float = Field(
+        0.5, ge=0, le=1, description="warn about a stored field with fewer pixels valid in all five bands"
+    )
 
     _normalise_fields = field_validator("fields")(_field_ids)
 

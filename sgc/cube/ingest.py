@@ -59,6 +59,7 @@ class FieldResult:
         error: why it failed, naming the file; None otherwise.
         diagnostics: alignment figures per band.
         peak_rss_mb: the worker process's peak resident memory when it finished the field.
+        valid_fraction: the share of the stored grid's pixels valid in all five bands.
     """
 
     field: str
@@ -67,6 +68,7 @@ class FieldResult:
     error: str | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
+    valid_fraction: float = 1.0
 
 
 @dataclass
@@ -76,6 +78,7 @@ class IngestSummary:
     store: Path
     results: list[FieldResult]
     incomplete: dict[str, list[str]]
+    min_valid_fraction: float = 0.0
 
     @property
     def failed(self) -> list[FieldResult]:
@@ -97,6 +100,13 @@ class IngestSummary:
         lines += [f"  {f}: missing band(s) {', '.join(b)}; skipped" for f, b in self.incomplete.items()]
         lines += [f"  {r.field}: {r.error}; skipped" for r in self.failed]
         return "\n".join(lines)
+
+    @property
+    def mostly_invalid(self) -> list[FieldResult]:
+        """Fields stored now with fewer valid pixels than ``min_valid_fraction``."""
+        return [
+            r for r in self.results if r.status == "stored" and r.valid_fraction < self.min_valid_fraction
+        ]
 
 
 def _limit_threads() -> None:
@@ -143,7 +153,12 @@ def ingest_field(
     finally:
         _release_memory()
     return FieldResult(
-        field_id, "stored", time.perf_counter() - start, diagnostics=diagnostics, peak_rss_mb=_peak_rss_mb()
+        field_id,
+        "stored",
+        time.perf_counter() - start,
+        diagnostics=diagnostics,
+        peak_rss_mb=_peak_rss_mb(),
+        valid_fraction=float(np.count_nonzero(valid)) / valid.size,
     )
 
 
@@ -261,7 +276,15 @@ def ingest(
         log.debug("ingest: %d field(s) to store on a %dx%d grid", len(todo), *cube.shape)
         slots = cube.allocate(list(todo))
         results += _run_tasks(store, todo, slots, cfg, compute, on_result)
-    summary = IngestSummary(store, results, incomplete)
+    summary = IngestSummary(store, results, incomplete, cfg.min_valid_fraction)
+    for r in summary.mostly_invalid:
+        log.warning(
+            "%s: stored, but only %.1f%% of its pixels are valid in all five bands "
+            "(ingest.min_valid_fraction is %.0f%%): a damaged frame? it gives few or no patches",
+            r.field,
+            100 * r.valid_fraction,
+            100 * cfg.min_valid_fraction,
+        )
     if cube is not None:
         _record_provenance(cube, raw_dir, summary, cfg)
     return summary

@@ -149,7 +149,7 @@ def read_catalogs(paths: Iterable[str | Path]) -> Table:
     tables = [read_catalog(path) for path in paths]
     if not tables:
         return _empty_catalog()
-    stacked = vstack(tables, join_type="exact", metadata_conflicts="silent")
+    stacked = _once_each(vstack(tables, join_type="exact", metadata_conflicts="silent"), tables)
     stacked.meta = {
         "paths": [t.meta["path"] for t in tables],
         "dropped": sum(t.meta["dropped"] for t in tables),
@@ -157,6 +157,30 @@ def read_catalogs(paths: Iterable[str | Path]) -> Table:
     if key is not None:
         _LAST_READ[:] = [key, stacked.copy()]
     return stacked
+
+
+def _once_each(stacked: Table, tables: list[Table]) -> Table:
+    """The rows of several catalogues with each object once: a row with the RA, DEC and class of an
+    earlier row (the same file under two names, or two catalogues of one field) is dropped, and said so."""
+    if len(tables) < 2 or not len(stacked):
+        return stacked
+    keys = np.rec.fromarrays(
+        [np.asarray(stacked["ra"]), np.asarray(stacked["dec"]), np.asarray(stacked["class"])]
+    )
+    _, first = np.unique(keys, return_index=True)
+    if len(first) == len(stacked):
+        return stacked
+    source = np.repeat(np.arange(len(tables)), [len(t) for t in tables])
+    keep = np.zeros(len(stacked), dtype=bool)
+    keep[first] = True
+    repeated = sorted({tables[k].meta["path"] for k in np.unique(source[~keep])})
+    log.warning(
+        "%d catalogue row(s) repeat an object (same RA, DEC and class) of an earlier file and are counted "
+        "once: %s",
+        int((~keep).sum()),
+        ", ".join(repeated),
+    )
+    return stacked[keep]
 
 
 # The last catalogue read by read_catalogs: the state of its files, and the table (a copy, never handed out).

@@ -11,6 +11,7 @@ sorted order.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -20,8 +21,12 @@ from pathlib import Path
 from sgc.errors import SgcError
 from sgc.sdss.names import BANDS, FieldId, FieldIdError, parse_frame_name
 
+log = logging.getLogger(__name__)
+
 FRAME_SUFFIXES: tuple[str, ...] = (".fits", ".fits.bz2", ".fits.gz")
 HEADER_SUFFIXES: tuple[str, ...] = (".hdr", ".txt")
+# Ranks from _rank at and above this are text headers, which may stand beside their frame.
+_HEADER_RANK = len(FRAME_SUFFIXES)
 _CATALOG_NAME = re.compile(r"^(calibObj|photoObj|catalog)-.*\.fits(\.gz|\.bz2)?$", re.IGNORECASE)
 
 
@@ -117,8 +122,8 @@ def find_frames(sources: Sequence[str | Path], headers: bool = False, missing_ok
     """Index the frames below ``sources`` (files or folders) by field and band.
 
     Within one source, a frame stored several ways is taken uncompressed first (``.fits``, then
-    ``.fits.bz2``, ``.fits.gz``, then text headers), then by sorted path; across sources, the first source
-    holding a band of a field wins.
+    ``.fits.bz2``, ``.fits.gz``, then text headers), then by sorted path, and a frame file passed over is
+    logged as a warning; across sources, the first source holding a band of a field wins.
 
     Args:
         sources: files and folders, searched in order.
@@ -142,7 +147,13 @@ def find_frames(sources: Sequence[str | Path], headers: bool = False, missing_ok
                     index.unrecognised.append((path, str(exc)))
                 continue
             candidates.append((_rank(path), path, (fid, band)))
-        for _, path, key in sorted(candidates, key=lambda c: (c[0], c[1])):
+        chosen: dict[tuple[FieldId, str], Path] = {}
+        for rank, path, key in sorted(candidates, key=lambda c: (c[0], c[1])):
+            if key not in chosen:
+                chosen[key] = path
+            elif rank < _HEADER_RANK:
+                log.warning("%s: the same frame as %s, which is used instead", path, chosen[key])
+        for key, path in chosen.items():
             index.paths.setdefault(key, path)
     return index
 
@@ -158,12 +169,18 @@ def find_catalogs(sources: Sequence[str | Path], missing_ok: bool = False) -> li
     """Catalogue files named by ``sources``: files as they are, folders searched for catalogue names.
 
     Raises:
-        DiscoveryError: if a source does not exist (unless ``missing_ok``).
+        DiscoveryError: if a source does not exist, or is a folder holding no catalogue (unless
+            ``missing_ok``).
     """
     found: list[Path] = []
     for source in map(Path, sources):
         files = _files([source], missing_ok)
-        found += files if source.is_file() else [p for p in files if _CATALOG_NAME.match(p.name)]
+        named = files if source.is_file() else [p for p in files if _CATALOG_NAME.match(p.name)]
+        if source.is_dir() and not named and not missing_ok:
+            raise DiscoveryError(
+                f"{source}: no catalogue below it (calibObj-*, photoObj-* or catalog-* .fits[.gz|.bz2])"
+            )
+        found += named
     return list(dict.fromkeys(found))
 
 
