@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zarr
 
 from sgc.cube.store import CubeStore
 from sgc.patches.planfile import read_plan

@@ -81,3 +81,28 @@ def test_catalogues_are_files_given_or_names_found_below_folders(tmp_path: Path)
     assert find_catalogs([tmp_path / "b"]) == []
     with pytest.raises(DiscoveryError, match="no such file or folder"):
         find_catalogs([tmp_path / "nope"])
+
+
+def test_a_frame_stored_twice_in_one_folder_is_said_and_the_uncompressed_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = FieldId(3918, 3, 213)
+    packed = tmp_path / a.frame_path("r")
+    plain = packed.with_name(packed.name.removesuffix(".bz2"))
+    for path in (packed, plain):
+        _touch(path)
+    _touch(tmp_path / "headers" / a.frame_name("r").replace(".fits.bz2", ".hdr"))
+    with caplog.at_level("WARNING", logger="sgc.sdss.discover"):
+        index = find_frames([tmp_path], headers=True)
+    assert index.paths[a, "r"] == plain
+    # The frame passed over is named; a text header beside its frame is not a duplicate.
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{packed}: the same frame as {plain}, which is used instead"
+    ]
+
+
+def test_a_catalogue_folder_without_catalogues_is_refused(tmp_path: Path) -> None:
+    _touch(tmp_path / "notes.txt")
+    with pytest.raises(DiscoveryError, match="no catalogue below it"):
+        find_catalogs([tmp_path])
+    assert find_catalogs([tmp_path], missing_ok=True) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgc.errors import InputFileError
-from sgc.sdss.fitsfile import _bz2_stream_complete, decompress, open_hdul, read_bytes
+from sgc.sdss.fitsfile import decompress, fits_extent, open_hdul, read_bytes
 
 
 @pytest.fixture
@@ -68,17 +69,52 @@ def test_fits_cut_inside_its_data_is_broken(tmp_path: Path) -> None:
         open_hdul(path)
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.binary(min_size=0, max_size=3000), st.integers(1, 40))
-def test_bz2_end_marker_is_found_exactly_when_the_stream_is_whole(payload: bytes, cut: int) -> None:
-    data = bz2.compress(payload)
-    assert _bz2_stream_complete(data)
-    assert not _bz2_stream_complete(data[: max(0, len(data) - cut)]) or cut == 0
-
-
 def test_real_frame_decompresses_to_what_astropy_reads(sdss_dir: Path) -> None:
     path = sdss_dir / "003918-3-0213" / "frame-r-003918-3-0213.fits.bz2"
     assert decompress(path.read_bytes(), path) == bz2.decompress(path.read_bytes())
     with open_hdul(path) as ours, fits.open(path) as theirs:
         np.testing.assert_array_equal(ours[0].data, theirs[0].data)
         assert len(ours) == len(theirs) == 4
+
+
+def _fits_bytes(shape: tuple[int, ...], rows: int) -> bytes:
+    hdus = [fits.PrimaryHDU(np.zeros(shape, np.float32) if shape else None)]
+    if rows:
+        hdus.append(
+            fits.BinTableHDU.from_columns([fits.Column("RA", "D", array=np.arange(rows, dtype=float))])
+        )
+    buffer = io.BytesIO()
+    fits.HDUList(hdus).writeto(buffer)
+    return buffer.getvalue()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(1, 300), min_size=0, max_size=2).map(tuple),
+    st.integers(0, 500),
+    st.floats(0, 1),
+)
+def test_fits_extent_is_the_file_size_and_a_lower_bound_on_any_prefix(
+    shape: tuple[int, ...], rows: int, cut: float
+) -> None:
+    data = _fits_bytes(shape, rows)
+    assert fits_extent(data) == (len(data), True)
+    prefix = data[: int(cut * len(data))]
+    bound, _ = fits_extent(prefix)
+    assert len(prefix) <= bound <= len(data)
+    assert decompress(bz2.compress(data), "x.fits.bz2") == data
+    assert decompress(gzip.compress(data), "x.fits.gz") == data
+
+
+def test_a_stream_holding_more_than_its_fits_headers_announce_is_refused() -> None:
+    data = _fits_bytes((10, 10), 3)
+    for packed in (bz2.compress(data + bytes(3 * 2880)), gzip.compress(data + b"\x01" * 10)):
+        with pytest.raises(InputFileError, match="holds more than a FITS file"):
+            decompress(packed, "x.fits.bz2")
+
+
+def test_a_decompression_bomb_is_refused_from_its_first_block() -> None:
+    bomb = bz2.compress(bytes(1 << 27), 9)
+    assert len(bomb) < 1000
+    with pytest.raises(InputFileError, match="not a FITS file"):
+        decompress(bomb, "bomb.fits.bz2")

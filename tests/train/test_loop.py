@@ -20,7 +20,7 @@ from sgc.classes import CLASS_NAMES
 from sgc.model.unet import UNet
 from sgc.patches.planfile import read_plan, write_plan
 from sgc.train.checkpoint import load_checkpoint, load_model
-from sgc.train.loop import BEST, LAST, TrainError, label_counts, train
+from sgc.train.loop import BEST, LAST, TrainError, TrainResult, label_counts, train
 from tests.train.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,3 +188,9 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_run, tmp_path: Path) -> N
         assert torch.equal(expected[name], got[name]), name
     with (killed / "metrics.csv").open() as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
+
+
+def test_a_run_without_a_validation_split_reports_its_train_loss_not_an_f1() -> None:
+    text = TrainResult(Path("run"), 3, 2, -1.621, stopped_early=False, validated=False).format()
+    assert "no validation split: lowest train loss 1.6210 at epoch 2" in text
+    assert "F1" not in text

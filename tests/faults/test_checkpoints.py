@@ -1,0 +1,83 @@
+"""Fault corpus: checkpoints that are hostile, damaged or of another model, and a disk that fills up while
+one is saved."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.faults.conftest import World, error_line, invoke
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class _Payload:
+    """What a hostile checkpoint holds: unpickling it would run a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _predict(world: World, checkpoint: Path) -> object:
+    out = world.root / "predicted"
+    return invoke("predict", checkpoint, "--out", out, "--store", world.store, "--config", world.config)
+
+
+def test_a_checkpoint_holding_code_is_not_loaded_and_says_so(world: World, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": _Payload(marker)}, evil)
+    line = error_line(_predict(world, evil), str(evil), "holds Python code or objects", "it was not loaded")
+    assert "weights_only" not in line and "truncated" not in line
+    assert not marker.exists()
+    assert not (world.root / "predicted").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:5000]), "truncated or corrupt"),
+        (lambda p: torch.save([1, 2, 3], p), "holds a list, expected a dict"),
+        (lambda p: p.write_bytes(b""), "truncated or corrupt"),
+    ],
+    ids=["truncated", "a-list", "empty"],
+)
+def test_a_damaged_checkpoint_is_named(world: World, damage, problem: str) -> None:  # noqa: ANN001
+    checkpoint = world.run_dir / "best.pt"
+    damage(checkpoint)
+    error_line(_predict(world, checkpoint), str(checkpoint), problem)
+
+
+def _limit_file_size() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Room for the logs and records, not for a checkpoint (~40 kB for the world's tiny model).
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, 16_000))
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_half_file(world: World) -> None:
+    run = world.root / "run2"
+    cmd = [sys.executable, "-m", "sgc", "train", str(world.store), str(world.plan), "--out", str(run)]
+    proc = subprocess.run(
+        [*cmd, "--config", str(world.config), "-q"],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        cwd=REPO,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{run / 'last.pt'}: cannot be written (File too large)" in errors[0], output
+    assert not list(run.glob("*.pt")) and not list(run.glob(".*.tmp")), sorted(run.iterdir())
