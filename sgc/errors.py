@@ -19,8 +19,9 @@ class InputFileError(SgcError, ValueError):
 
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        # One line, whatever the library that failed said (wcslib's messages run over several).
+        self.reason = " ".join(reason.split())
+        super().__init__(f"{self.path}: {self.reason}")
 
 
 class OutputFileError(SgcError, OSError):

@@ -27,7 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sgc.atomic import atomic_write
+from sgc.atomic import atomic_write, check_folders_above
 from sgc.compute import Compute
 from sgc.config import (
     ConfigError,
@@ -261,6 +261,7 @@ def run_all(cfg: RunConfig) -> list[StageResult]:
         SgcError: for input a stage cannot use.
     """
     paths = cfg.paths
+    check_folders_above(paths.out_dir)
     paths.out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, paths.out_dir, "run")
     with Compute(cfg.compute) as compute:

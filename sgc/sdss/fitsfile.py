@@ -27,6 +27,9 @@ _FITS_BLOCK = 2880
 _MAX_HEADER_BLOCKS = 1000
 # Decompressed bytes asked for at once while the FITS structure's size is not yet known.
 _STEP = 1 << 22
+# Larger than any SDSS file (a frame is 12 MB, a calibObj sweep a few hundred): a header announcing more
+# is not believed.
+_MAX_FITS_BYTES = 4 << 30
 
 
 def decompress(data: bytes, path: str | Path) -> bytes:
@@ -144,6 +147,8 @@ def fits_extent(payload: bytes | bytearray) -> tuple[int, bool]:
             return pos + (blocks + 1) * _FITS_BLOCK, False
         size = _data_bytes(cards)
         pos += blocks * _FITS_BLOCK + -(-size // _FITS_BLOCK) * _FITS_BLOCK
+        if pos > _MAX_FITS_BYTES:
+            return _MAX_FITS_BYTES, True
 
 
 def _header_cards(view: memoryview, pos: int) -> tuple[dict[str, str] | None, int]:
@@ -181,22 +186,6 @@ def _data_bytes(cards: dict[str, str]) -> int:
     return (
         abs(number("BITPIX", 8)) // 8 * max(number("GCOUNT", 1), 1) * (max(number("PCOUNT", 0), 0) + pixels)
     )
-
-
-def _bz2_stream_complete(data: bytes) -> bool:
-    """True if ``data`` ends with a bzip2 end-of-stream marker and its combined CRC.
-
-    The marker is the 48-bit magic 0x177245385090 followed by a 32-bit CRC and padding to a byte,
-    so it sits, bit-aligned anywhere, in the last 11 bytes.
-    """
-    tail = int.from_bytes(data[-11:], "big")
-    nbits = 8 * min(len(data), 11)
-    magic = 0x177245385090
-    for pad in range(8):
-        shifted = tail >> (32 + pad)
-        if shifted & 0xFFFFFFFFFFFF == magic and (nbits - 80 - pad) >= 0:
-            return True
-    return False
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -23,10 +23,10 @@ DEMO = REPO / "configs" / "demo.yaml"
         (b"name: demo\nsimulate:\n  fields: 0\n", "simulate.fields"),
         (b"name: demo\nsource: sdss\n", "download.fields"),
         (b"name: demo\nsource: ftp\n", "source"),
-        (b"name: demo\ndownload:\n  base_url: gopher://sdss\n", "gopher://sdss"),
+        (b"name: demo\ncompute:\n  workers: -1\n", "compute.workers"),
     ],
     ids=["not-utf8", "not-yaml", "a-list", "wrong-type", "unknown-key", "out-of-range", "sdss-no-fields",
-         "unknown-source", "bad-url"],
+         "unknown-source", "negative-workers"],
 )  # fmt: skip
 def test_a_bad_config_file_is_refused_naming_it_and_the_key(
     tmp_path: Path, content: bytes, problem: str

@@ -47,7 +47,7 @@ def test_every_output_of_a_run_and_the_simulated_mirror_follow_the_umask(
     checked = [p for folder in written for p in folder.rglob("*") if p.is_file()]
     names = {p.name for p in checked}
     # Stores, plan, checkpoints, records, figures, the report and its config, predictions and the mirror.
-    for expected in ("zarr.json", "best.pt", "last.pt", "index.html", "run.yaml", "objects.csv"):
+    for expected in ("zarr.json", "best.pt", "last.pt", "index.html", "sgc-run.yaml", "objects.csv"):
         assert expected in names, expected
     assert any(p.suffix == ".png" for p in checked) and any(p.name.endswith(".fits.bz2") for p in checked)
     for folder in written:

@@ -17,7 +17,7 @@ from sgc.config import SplitConfig
 from sgc.cube.store import CubeStore
 from sgc.patches.audit import AuditError, audit_plan
 from sgc.patches.plan import make_plan
-from sgc.patches.planfile import PatchPlan
+from sgc.patches.planfile import PatchPlan, PlanFileError
 from sgc.sdss.discover import DiscoveryError, find_frames
 from sgc.sdss.frames import frame_wcs, read_frame_header
 from sgc.sdss.names import BANDS
@@ -136,7 +136,7 @@ def test_audit_refuses_what_it_cannot_check_and_falls_back_to_stored_grids(
     synthetic: tuple[Path, Path], tmp_path: Path
 ) -> None:
     store, headers = synthetic
-    plan = make_plan(store, SplitConfig(patch=8, train_fields=[A], val_fields=[C]), [B])
+    plan = make_plan(store, SplitConfig(patch=8, stride=8, train_fields=[A], val_fields=[C]), [B])
     with pytest.raises(AuditError, match="held-out field 008162-6-0080: no frame or header"):
         audit_plan(plan, store, ["8162-6-80"], [headers])
     stored = audit_plan(
@@ -146,7 +146,7 @@ def test_audit_refuses_what_it_cannot_check_and_falls_back_to_stored_grids(
     with pytest.raises(DiscoveryError, match="nowhere: no such file or folder"):
         audit_plan(plan, store, [B], [tmp_path / "nowhere"])
     plan.table["field"][0] = "009001-3-0099"
-    with pytest.raises(AuditError, match="fields the store does not hold"):
+    with pytest.raises(PlanFileError, match="but the plan puts patches of 009001-3-0099 there"):
         audit_plan(plan, store, [B], [headers])
     assert sorted(find_frames([headers], headers=True).bands(B)) == sorted(BANDS)
     single = headers / "nested" / f"frame-g-{B}.hdr"

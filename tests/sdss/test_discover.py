@@ -78,7 +78,8 @@ def test_catalogues_are_files_given_or_names_found_below_folders(tmp_path: Path)
     assert find_catalogs([odd, tmp_path / "a"]) == [odd, *found]  # a file given counts whatever its name
     assert find_catalogs([found[0], tmp_path / "a"]) == found
     (tmp_path / "b").mkdir()
-    assert find_catalogs([tmp_path / "b"]) == []
+    with pytest.raises(DiscoveryError, match="no catalogue below it"):
+        find_catalogs([tmp_path / "b"])
     with pytest.raises(DiscoveryError, match="no such file or folder"):
         find_catalogs([tmp_path / "nope"])
 
