@@ -491,7 +491,9 @@ def _http_get(url: str, part: Path, timeout: float) -> None:
 def _save_body(response: http.client.HTTPResponse, part: Path, mode: str) -> int:
     received = 0
     with part.open(mode) as out:
-        while chunk := response.read(_CHUNK):
+        # read1: what has arrived, up to a chunk; read would wait for a whole chunk, and what a stalled
+        # transfer had received would not reach the .part that the next run resumes from.
+        while chunk := response.read1(_CHUNK):
             out.write(chunk)
             received += len(chunk)
     return received

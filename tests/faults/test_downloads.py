@@ -71,8 +71,8 @@ def test_ctrl_c_during_a_hanging_download_stops_at_once_and_leaves_resumable_par
     field = FieldId.parse(FIELDS[0])
     args = [sys.executable, "-m", "sgc", "download", str(field), "--out", str(out), "--no-catalogs", "-q"]
     _Hanging.released.clear()
-    try:
-        with serve_directory(clean_world.raw, handler_class=_Hanging) as url:
+    with serve_directory(clean_world.raw, handler_class=_Hanging) as url:
+        try:
             proc = subprocess.Popen([*args, "--base-url", url, "--timeout", str(HANG_S)], cwd=REPO)
             parts = []
             deadline = time.monotonic() + 60
@@ -83,8 +83,8 @@ def test_ctrl_c_during_a_hanging_download_stops_at_once_and_leaves_resumable_par
             proc.send_signal(signal.SIGINT)
             # Well before the hanging requests would time out (HANG_S): interrupted, not waited out.
             assert proc.wait(timeout=HANG_S / 3) != 0
-    finally:
-        _Hanging.released.set()
+        finally:
+            _Hanging.released.set()  # before the server closes, which waits for its handlers
     sizes = {p: p.stat().st_size for p in out.rglob("*.part")}
     assert sizes and not list(out.rglob("*.bz2"))
     with serve_directory(clean_world.raw) as url:
