@@ -20,7 +20,7 @@ class InputFileError(SgcError, ValueError):
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = Path(path)
         # One line, whatever the library that failed said (wcslib's messages run over several).
-        self.reason = " ".join(reason.split())
+        self.reason = " ".join(line.strip() for line in reason.splitlines() if line.strip())
         super().__init__(f"{self.path}: {self.reason}")
 
 

@@ -274,7 +274,8 @@ def fetch_files(
         results = _run_parallel(checked, opts, jobs)
     finally:
         stop.set()  # after Ctrl-C: workers still in flight start nothing more
-        _write_verified(root, opts.verified)  # also after Ctrl-C: what was verified stays known
+        # A copy (one C-level step under the GIL): after Ctrl-C, transfers still in flight may add to it.
+        _write_verified(root, dict(opts.verified))  # also after Ctrl-C: what was verified stays known
     return DownloadSummary(root, results, reach.why)
 
 
