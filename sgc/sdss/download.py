@@ -363,8 +363,9 @@ def _fetch_one(item: PlannedFile, opts: _Options) -> FileResult:
     error = ""
     for attempt in range(1, opts.retries + 2):
         if opts.stop.is_set():
-            why = opts.reach.why or "the download was stopped"
-            return FileResult(dest, "failed", 0, attempt - 1, f"{error}; not retried: {why}".lstrip("; "))
+            # Why the download stopped is said once, in the summary.
+            what = f"{error}; not retried" if error else "not tried"
+            return FileResult(dest, "failed", 0, attempt - 1, f"{what}: the download stopped")
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             _transfer(item.url, part, opts.timeout)
