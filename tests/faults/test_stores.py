@@ -42,6 +42,13 @@ def test_a_garbage_label_chunk_met_by_split_is_named(world: World) -> None:
     assert plan_digest(world.plan) == plan_before
 
 
+def test_a_garbage_valid_chunk_met_by_label_is_named_with_its_fix(world: World) -> None:
+    chunk = _chunk(world.store, "valid", 1, 0, 0)
+    chunk.write_bytes(os.urandom(300))
+    line = error_line(invoke("label", world.store, "--config", world.config), str(chunk), "cannot be decoded")
+    assert "ingest the fields again into a new store" in line
+
+
 def test_a_garbage_label_chunk_met_by_train_is_named(world: World) -> None:
     chunk = _chunk(world.store, "label", *_train_chunk(world))
     chunk.write_bytes(os.urandom(300))
