@@ -9,7 +9,13 @@ already done is unchanged (digests compared with the clean world's).
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +26,7 @@ from typer.testing import CliRunner
 
 from sgc.cli import app
 from sgc.compute import Compute
-from sgc.config import load_config
+from sgc.config import RunConfig, load_config
 from sgc.sim.simulate import simulate
 from sgc.stages import STAGES, StageContext, run_stages
 
@@ -28,6 +34,7 @@ SHAPE = (300, 400)
 HELD_OUT = "009001-3-0012"
 FIELDS = ("009001-3-0011", HELD_OUT, "009001-3-0013")
 WORLD_STAGES = ("ingest", "label", "exclude", "split", "train")
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
@@ -40,7 +47,7 @@ class World:
     raw: Path
 
     @property
-    def cfg(self):  # noqa: ANN201 - a RunConfig
+    def cfg(self) -> RunConfig:
         return load_config(self.config)
 
     @property
@@ -125,11 +132,47 @@ def error_line(result: Result, *named: str) -> str:
     Returns:
         The error line.
     """
-    assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.output
+    return _one_error_line(result.exit_code, result.output, named)
+
+
+def sgc_process(
+    *args: object, preexec_fn: Callable[[], None] | None = None, timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``sgc ARGS -q`` in a process of its own, from the checkout, without writing bytecode (which a
+    file size limit would refuse)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sgc", *map(str, args), "-q"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec_fn,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=timeout,
+    )
+
+
+def process_error_line(proc: subprocess.CompletedProcess[str], *named: str) -> str:
+    """:func:`error_line` for a command run by :func:`sgc_process`."""
+    return _one_error_line(proc.returncode, proc.stdout + proc.stderr, named)
+
+
+def _one_error_line(code: int, output: str, named: tuple[str, ...]) -> str:
+    assert code == 1, output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
     for name in named:
         assert str(name) in errors[0], f"{name!r} not in {errors[0]!r}"
     return errors[0]
+
+
+def disk_full_after(nbytes: int) -> Callable[[], None]:
+    """A ``preexec_fn`` after which writes past ``nbytes`` in one file fail with EFBIG (SIGXFSZ ignored, so
+    they fail instead of killing the process): a disk that has filled up."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
+    return limit

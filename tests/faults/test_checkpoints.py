@@ -4,18 +4,12 @@ one is saved."""
 from __future__ import annotations
 
 import os
-import resource
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.faults.conftest import World, error_line, invoke
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.faults.conftest import World, disk_full_after, error_line, invoke, process_error_line, sgc_process
 
 
 class _Payload:
@@ -58,26 +52,12 @@ def test_a_damaged_checkpoint_is_named(world: World, damage, problem: str) -> No
     error_line(_predict(world, checkpoint), str(checkpoint), problem)
 
 
-def _limit_file_size() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    # Room for the logs and records, not for a checkpoint (~40 kB for the world's tiny model).
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, 16_000))
-
-
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_half_file(world: World) -> None:
     run = world.root / "run2"
-    cmd = [sys.executable, "-m", "sgc", "train", str(world.store), str(world.plan), "--out", str(run)]
-    proc = subprocess.run(
-        [*cmd, "--config", str(world.config), "-q"],
-        capture_output=True,
-        text=True,
-        preexec_fn=_limit_file_size,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        cwd=REPO,
-        timeout=300,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 1 and "Traceback" not in output, output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and f"{run / 'last.pt'}: cannot be written (File too large)" in errors[0], output
+    # Room for the logs and records, not for a checkpoint (~40 kB for the world's tiny model).
+    proc = sgc_process(
+        "train", world.store, world.plan, "--out", run, "--config", world.config,
+        preexec_fn=disk_full_after(16_000), timeout=300,
+    )  # fmt: skip
+    process_error_line(proc, f"{run / 'last.pt'}: cannot be written (File too large)")
     assert not list(run.glob("*.pt")) and not list(run.glob(".*.tmp")), sorted(run.iterdir())

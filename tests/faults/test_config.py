@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import error_line, invoke
+from tests.faults.conftest import REPO, error_line, invoke
 
-REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo.yaml"
 
 

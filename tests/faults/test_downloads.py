@@ -14,9 +14,8 @@ from pathlib import Path
 from sgc.sdss.download import UNREACHABLE_IN_A_ROW, download
 from sgc.sdss.mirror import MirrorRequestHandler, serve_directory
 from sgc.sdss.names import FieldId
-from tests.faults.conftest import FIELDS, World
+from tests.faults.conftest import FIELDS, REPO, World
 
-REPO = Path(__file__).resolve().parents[2]
 # Bounds every hanging request of these servers, so that no test can wait forever on one.
 HANG_S = 30.0
 

@@ -24,9 +24,8 @@ import zarr
 
 from sgc.sdss.mirror import serve_directory
 from tests.digests import plan_digest, store_digest
-from tests.faults.conftest import FIELDS, HELD_OUT, World, invoke
+from tests.faults.conftest import FIELDS, HELD_OUT, REPO, World, invoke, sgc_process
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
@@ -88,7 +87,7 @@ def _predictions(folder: Path) -> dict[str, np.ndarray]:
 def _run_to_the_end(args: list[object]) -> None:
     """``sgc ARGS`` in a process of its own, as the killed run was: the same torch thread count, so the
     same arithmetic, whichever of the two computed a field."""
-    proc = subprocess.run([sys.executable, "-m", "sgc", *map(str, args), "-q"], cwd=REPO, capture_output=True)
+    proc = sgc_process(*args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import World, write_config
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.faults.conftest import World, sgc_process, write_config
 
 
 def _as_user_with_umask_002() -> None:
@@ -20,8 +16,7 @@ def _as_user_with_umask_002() -> None:
 
 
 def _run(*args: object) -> None:
-    cmd = [sys.executable, "-m", "sgc", *map(str, args), "-q"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, preexec_fn=_as_user_with_umask_002)
+    proc = sgc_process(*args, preexec_fn=_as_user_with_umask_002)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +15,16 @@ from sgc.cube.store import CubeStore
 from sgc.patches.planfile import read_plan
 from sgc.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.digests import plan_digest, store_digest
-from tests.faults.conftest import FIELDS, World, error_line, invoke
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.faults.conftest import (
+    FIELDS,
+    REPO,
+    World,
+    disk_full_after,
+    error_line,
+    invoke,
+    process_error_line,
+    sgc_process,
+)
 
 
 def _chunk(store: Path, array: str, *coords: int) -> Path:
@@ -118,24 +123,12 @@ def test_a_store_below_a_regular_file_is_one_error_line(world: World, tmp_path: 
     assert blocker.read_text() == "not a folder"
 
 
-def _limit_file_size() -> None:
-    # Writes past 200 bytes fail with EFBIG instead of killing the process: a disk that has filled up.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
-
-
 def test_a_full_disk_while_labelling_is_one_error_line_and_keeps_the_pixels(world: World) -> None:
     before = {k: v for k, v in store_digest(world.store)["exact"].items() if k != "label"}
-    cmd = [sys.executable, "-m", "sgc", "label", str(world.store), "--config", str(world.config), "-q"]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, preexec_fn=_limit_file_size, env=env, cwd=REPO, timeout=300
+    proc = sgc_process(
+        "label", world.store, "--config", world.config, preexec_fn=disk_full_after(200), timeout=300
     )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 1, output
-    assert "Traceback" not in output, output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "File too large" in errors[0] and str(world.store) in errors[0], output
+    process_error_line(proc, "File too large", str(world.store))
     assert {k: v for k, v in store_digest(world.store)["exact"].items() if k != "label"} == before
 
 
